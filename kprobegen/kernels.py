@@ -1,0 +1,691 @@
+"""Kernels: a boot image plus the Kbuild tree that builds modules for it.
+
+Two origins:
+
+* ``installed``: ``/boot/vmlinuz-<release>`` with ``/lib/modules/<release>/build`` (Debian's
+  ``linux-image-*`` + ``linux-headers-*`` packages installed with apt);
+* ``fetched:<suite>``: Debian's cloud kernel of another suite, downloaded with apt's own tools
+  (a private sources list, lists and cache: nothing is installed system-wide) and extracted
+  with ``dpkg-deb -x`` into ``cache_dir()/kernels/<release>/``, laid out like ``/``
+  (``boot/``, ``lib/modules/``, ``usr/src/linux-headers-*``, ``usr/lib/linux-kbuild-*``).
+
+The mirror is read from the system's apt configuration; no network address is written here.
+See docs/kernels.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kprobegen.errors import KernelError
+
+SUITES = ("bookworm", "bookworm-backports", "bullseye", "trixie")
+
+Progress = Callable[[str], None] | None
+
+# The packaged keyring that holds the bullseye, bookworm and trixie archive keys.
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# Metadata written last into a fetched kernel's directory: its presence marks a complete fetch.
+META_NAME = "kprobegen-kernel.json"
+
+APT_UPDATE_TIMEOUT = 300  # seconds; the Packages index of one suite is ~10 MB
+APT_DOWNLOAD_TIMEOUT = 900  # seconds; image + headers are ~35 MB (bullseye) to ~80 MB (6.12)
+APT_QUERY_TIMEOUT = 120
+
+# Debian's release codenames, for recognising "the main archive" in sources entries.
+_DEBIAN_CODENAMES = (
+    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid", "unstable",
+    "testing", "stable", "oldstable",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel
+
+
+@dataclass(frozen=True)
+class Kernel:
+    release: str  # "6.1.0-56-cloud-amd64"
+    image: Path  # vmlinuz to boot
+    build_dir: Path | None  # Kbuild tree (headers), None if headers missing
+    origin: str  # "installed" or "fetched:<suite>"
+    config: Path | None  # the packaged config-<release>, if any
+
+    @property
+    def suite(self) -> str | None:
+        """The Debian suite a fetched kernel came from (None for installed kernels)."""
+        return self.origin.split(":", 1)[1] if self.origin.startswith("fetched:") else None
+
+    # -- what Kbuild needs ------------------------------------------------------------------
+
+    def tree_config(self) -> dict[str, str]:
+        """CONFIG_* of the build tree (include/config/auto.conf, else .config); {} without one."""
+        if self.build_dir is None:
+            return {}
+        for name in ("include/config/auto.conf", ".config"):
+            path = self.build_dir / name
+            if path.is_file():
+                return parse_config(path.read_text(errors="replace"))
+        return {}
+
+    def compiler(self) -> tuple[str, int | None]:
+        """(CONFIG_CC_VERSION_TEXT, gcc major version) the tree was configured with."""
+        cfg = self.tree_config()
+        text = cfg.get("CONFIG_CC_VERSION_TEXT", "")
+        major: int | None = None
+        if cfg.get("CONFIG_CC_IS_GCC") == "y" or text.startswith("gcc"):
+            ver = cfg.get("CONFIG_GCC_VERSION", "")
+            if ver.isdigit() and int(ver) >= 10000:
+                major = int(ver) // 10000
+            else:
+                m = re.match(r"gcc-(\d+)\b", text) or re.search(r"\) (\d+)\.\d", text)
+                major = int(m.group(1)) if m else None
+        return text, major
+
+    def _plan(self) -> tuple[str | None, dict[str, str]]:
+        """(problem, make variables). One place decides both, so they never disagree."""
+        if self.build_dir is None:
+            if self.origin == "installed":
+                return f"no kernel headers for {self.release}: {installed_headers_hint(self.release)}", {}
+            return (f"the fetched kernel {self.release} has no build tree: delete "
+                    f"{self.image.parent.parent} and run `kprobegen kernels fetch {self.suite}`"), {}
+        if not (self.build_dir / "Makefile").is_file():
+            return (f"kernel headers for {self.release} at {self.build_dir} are incomplete (no Makefile): "
+                    + (installed_headers_hint(self.release) if self.origin == "installed"
+                       else f"delete {self.image.parent.parent} and fetch it again")), {}
+        if shutil.which("make") is None:
+            return "`make` is not installed: apt-get install make", {}
+        cfg = self.tree_config()
+        text, major = self.compiler()
+        make_vars: dict[str, str] = {}
+        if cfg.get("CONFIG_CC_IS_CLANG") == "y":
+            if shutil.which("clang") is None:
+                return (f"kernel {self.release} was built with clang ({text}): install clang and lld "
+                        "(apt-get install clang lld) to build modules for it"), {}
+            make_vars["LLVM"] = "1"
+        elif major is not None:
+            have = installed_gcc_versions()
+            if major not in have:
+                newer = sorted(v for v in have if v > major)
+                if not newer:
+                    best = max(have) if have else None
+                    return (
+                        f"kernel {self.release} was built with gcc-{major} ({text}) and its headers "
+                        f"pass gcc-{major}-only flags (gcc-12 rejects e.g. -fmin-function-alignment=16); "
+                        f"this machine has {'gcc-' + str(best) if best else 'no gcc'}: "
+                        f"build on a machine (or in a chroot) with gcc-{major}"
+                        + (f", e.g. Debian {self.suite}" if self.suite else "")
+                    ), {}
+                # Older trees (5.10 asks for gcc-10) build with a newer gcc: tried with gcc-12.
+                make_vars["CC"] = f"gcc-{newer[0]}"
+        if cfg.get("CONFIG_DEBUG_INFO_BTF_MODULES") == "y" and shutil.which("pahole") is None:
+            return (f"kernel {self.release} has CONFIG_DEBUG_INFO_BTF_MODULES=y: Kbuild needs pahole "
+                    "to build modules for it: apt-get install dwarves"), make_vars
+        return None, make_vars
+
+    def build_problem(self) -> str | None:
+        """None when this machine can build modules for this kernel; else a one-line reason
+        and what to do."""
+        return self._plan()[0]
+
+    def make_vars(self) -> dict[str, str]:
+        """Extra make variables for Kbuild (e.g. {"CC": "gcc-12"} for bullseye's 5.10 tree,
+        whose headers ask for the absent gcc-10); {} when none are needed."""
+        return self._plan()[1]
+
+
+def installed_headers_hint(release: str) -> str:
+    return f"install linux-headers-{release} (apt-get install linux-headers-{release})"
+
+
+def installed_gcc_versions() -> set[int]:
+    """Major versions of the gcc-N compilers on PATH (plain `gcc` counts as its own major)."""
+    found: set[int] = set()
+    for d in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        try:
+            names = os.listdir(d or ".")
+        except OSError:
+            continue
+        for name in names:
+            m = re.fullmatch(r"gcc-(\d+)", name)
+            if m and os.access(os.path.join(d, name), os.X_OK):
+                found.add(int(m.group(1)))
+    if not found and shutil.which("gcc"):
+        try:
+            out = subprocess.run(["gcc", "-dumpversion"], capture_output=True, text=True, timeout=30)
+            if out.stdout.strip().split(".")[0].isdigit():
+                found.add(int(out.stdout.strip().split(".")[0]))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return found
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """Parse a Kconfig .config / auto.conf: CONFIG_X=value, string values unquoted.
+    '# CONFIG_X is not set' lines are left out (absent means not set)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("CONFIG_") or "=" not in line:
+            continue
+        key, _, val = line.partition("=")
+        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = val[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out[key] = val
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Where things live
+
+
+def cache_dir() -> Path:
+    """$KPROBEGEN_CACHE, else $XDG_CACHE_HOME/kprobegen, else ~/.cache/kprobegen."""
+    if os.environ.get("KPROBEGEN_CACHE"):
+        return Path(os.environ["KPROBEGEN_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "kprobegen"
+    return Path.home() / ".cache" / "kprobegen"
+
+
+def _kernels_dir() -> Path:
+    return cache_dir() / "kernels"
+
+
+def _version_key(release: str) -> list:
+    """Natural sort key: 5.10.0-32 < 6.1.0-9 < 6.1.0-56 < 6.12.95."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", release) if p]
+
+
+# --------------------------------------------------------------------------------------------
+# Listing and finding
+
+
+def _installed_kernels(boot: Path = Path("/boot"), modules: Path = Path("/lib/modules")) -> list[Kernel]:
+    out = []
+    for image in boot.glob("vmlinuz-*"):
+        release = image.name[len("vmlinuz-"):]
+        if not image.is_file():
+            continue
+        build = modules / release / "build"
+        config = boot / f"config-{release}"
+        out.append(Kernel(
+            release=release,
+            image=image,
+            build_dir=build if (build / "Makefile").exists() else None,
+            origin="installed",
+            config=config if config.is_file() else None,
+        ))
+    return out
+
+
+def _fetched_kernel(root: Path) -> Kernel | None:
+    try:
+        meta = json.loads((root / META_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    release = meta.get("release", root.name)
+    image = root / "boot" / f"vmlinuz-{release}"
+    if not image.is_file():
+        return None
+    build = root / "usr" / "src" / f"linux-headers-{release}"
+    if (build / "Makefile").is_file():
+        _fix_top_makefile(root, build)  # cheap; repairs the one absolute include if the cache moved
+    else:
+        build = None
+    config = root / "boot" / f"config-{release}"
+    return Kernel(
+        release=release,
+        image=image,
+        build_dir=build,
+        origin=f"fetched:{meta.get('suite', '?')}",
+        config=config if config.is_file() else None,
+    )
+
+
+def _fetched_kernels() -> list[Kernel]:
+    kdir = _kernels_dir()
+    if not kdir.is_dir():
+        return []
+    out = []
+    for root in kdir.iterdir():
+        if root.name.startswith(".") or not root.is_dir():
+            continue
+        k = _fetched_kernel(root)
+        if k is not None:
+            out.append(k)
+    return out
+
+
+def list_kernels() -> list[Kernel]:
+    """Installed kernels (newest first), then fetched ones (newest first)."""
+    installed = sorted(_installed_kernels(), key=lambda k: _version_key(k.release), reverse=True)
+    fetched = sorted(_fetched_kernels(), key=lambda k: _version_key(k.release), reverse=True)
+    return installed + fetched
+
+
+def _fetched_for_suite(suite: str, kernels: Iterable[Kernel] | None = None) -> Kernel | None:
+    cands = [k for k in (kernels if kernels is not None else _fetched_kernels())
+             if k.origin == f"fetched:{suite}"]
+    cands.sort(key=lambda k: _version_key(k.release), reverse=True)
+    return cands[0] if cands else None
+
+
+def find_kernel(release: str | None = None) -> Kernel:
+    """The kernel named by `release` (a release such as 6.1.0-56-cloud-amd64, or a suite name
+    such as "bullseye" for that suite's fetched kernel). None picks the default: the newest
+    installed *-cloud-amd64 kernel, else a fetched bookworm kernel."""
+    kernels = list_kernels()
+    if release is None:
+        for k in kernels:
+            if k.origin == "installed" and k.release.endswith("-cloud-amd64"):
+                return k
+        k = _fetched_for_suite("bookworm", kernels)
+        if k is not None:
+            return k
+        raise KernelError(
+            "no kernel found; install linux-image-cloud-amd64 linux-headers-cloud-amd64 "
+            "or run `kprobegen kernels fetch bookworm`"
+        )
+    for k in kernels:
+        if k.release == release:
+            return k
+    if release in SUITES:
+        k = _fetched_for_suite(release, kernels)
+        if k is not None:
+            return k
+        raise KernelError(f"no kernel fetched for suite {release}: run `kprobegen kernels fetch {release}`")
+    known = ", ".join(f"{k.release} ({k.origin})" for k in kernels) or "none"
+    raise KernelError(
+        f"kernel {release!r} not found; known kernels: {known}; suites for `kprobegen kernels fetch`: "
+        + ", ".join(SUITES)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The system's apt configuration
+
+
+@dataclass(frozen=True)
+class AptSource:
+    types: tuple[str, ...]
+    uris: tuple[str, ...]
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    signed_by: str | None
+    origin: str  # file it came from
+
+
+def parse_one_line_sources(text: str, origin: str = "") -> list[AptSource]:
+    """`deb [opt=val ...] URI SUITE COMPONENT...` lines (sources.list format)."""
+    out = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        opts: dict[str, str] = {}
+        m = re.match(r"^(\S+)\s+\[([^\]]*)\]\s+(.*)$", line)
+        if m:
+            typ, optstr, rest = m.groups()
+            for opt in optstr.split():
+                k, _, v = opt.partition("=")
+                opts[k.lower()] = v
+        else:
+            typ, _, rest = line.partition(" ")
+        parts = rest.split()
+        if typ not in ("deb", "deb-src") or len(parts) < 2:
+            continue
+        out.append(AptSource(
+            types=(typ,), uris=(parts[0],), suites=(parts[1],), components=tuple(parts[2:]),
+            signed_by=opts.get("signed-by"), origin=origin,
+        ))
+    return out
+
+
+def parse_deb822_sources(text: str, origin: str = "") -> list[AptSource]:
+    """deb822 `.sources` stanzas (Types/URIs/Suites/Components/Signed-By/Enabled)."""
+    out = []
+    stanzas: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    last: str | None = None
+    for raw in text.splitlines() + [""]:
+        if raw.startswith("#"):
+            continue
+        if not raw.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, last = {}, None
+            continue
+        if raw[0] in " \t" and last is not None:  # continuation (e.g. an inline Signed-By key)
+            cur[last] += "\n" + raw.strip()
+            continue
+        key, sep, val = raw.partition(":")
+        if not sep:
+            continue
+        last = key.strip().lower()
+        cur[last] = val.strip()
+    for st in stanzas:
+        if st.get("enabled", "yes").lower() == "no":
+            continue
+        signed = st.get("signed-by")
+        if signed and "\n" in signed:  # an inline key block: not a path we can pass on
+            signed = None
+        out.append(AptSource(
+            types=tuple(st.get("types", "").split()),
+            uris=tuple(st.get("uris", "").split()),
+            suites=tuple(st.get("suites", "").split()),
+            components=tuple(st.get("components", "").split()),
+            signed_by=signed or None,
+            origin=origin,
+        ))
+    return out
+
+
+def system_apt_sources(etc: Path = Path("/etc/apt")) -> list[AptSource]:
+    """Every source configured in the system's apt: sources.list and sources.list.d/*.list|*.sources."""
+    out: list[AptSource] = []
+    main = etc / "sources.list"
+    if main.is_file():
+        out += parse_one_line_sources(main.read_text(errors="replace"), str(main))
+    parts = etc / "sources.list.d"
+    if parts.is_dir():
+        for f in sorted(parts.iterdir()):
+            if f.suffix == ".list" and f.is_file():
+                out += parse_one_line_sources(f.read_text(errors="replace"), str(f))
+            elif f.suffix == ".sources" and f.is_file():
+                out += parse_deb822_sources(f.read_text(errors="replace"), str(f))
+    return out
+
+
+def _os_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
+    try:
+        for line in os_release.read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.partition("=")[2].strip().strip('"') or None
+    except OSError:
+        pass
+    return None
+
+
+def debian_mirror(sources: list[AptSource] | None = None, codename: str | None = None) -> tuple[str, str | None]:
+    """(URI, Signed-By) of the source serving Debian's main archive for the system's suite.
+
+    Picks a `deb` entry with component `main` whose suite is the system's codename (e.g.
+    bookworm, not bookworm-security/-updates); failing that, any entry for a plain Debian
+    codename. KernelError when the system has none."""
+    if sources is None:
+        sources = system_apt_sources()
+    if codename is None:
+        codename = _os_codename()
+    debs = [s for s in sources if "deb" in s.types and "main" in s.components and s.uris]
+    for wanted in ([codename] if codename else []) + [None]:
+        for s in debs:
+            for suite in s.suites:
+                if (suite == wanted) if wanted else (suite in _DEBIAN_CODENAMES):
+                    return s.uris[0].rstrip("/"), s.signed_by
+    raise KernelError(
+        "no Debian archive found in the system's apt sources (/etc/apt/sources.list, "
+        "/etc/apt/sources.list.d/): add Debian's main archive for "
+        f"{codename or 'your release'} (component main) so that `kprobegen kernels fetch` can use its mirror"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching
+
+
+def _say(progress: Progress, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _Apt:
+    """apt-get/apt-cache with a private sources list, lists, cache and (empty) dpkg status, so
+    that neither the system's sources nor its installed packages take part."""
+
+    def __init__(self, suite: str, mirror: str, keyring: str | None):
+        self.suite = suite
+        self.base = cache_dir() / "apt" / suite
+        self.lists = self.base / "lists"
+        self.cache = self.base / "cache"
+        self.etc = self.base / "etc"
+        for d in (self.lists / "partial", self.cache / "archives" / "partial", self.etc / "preferences.d"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.status = self.base / "status"
+        self.status.touch()
+        self.sources = self.etc / "sources.list"
+        opts = "arch=amd64" + (f" signed-by={keyring}" if keyring else "")
+        self.sources.write_text(f"deb [{opts}] {mirror} {suite} main\n")
+        self.mirror = mirror
+
+    def options(self) -> list[str]:
+        o = {
+            "Dir::Etc::SourceList": str(self.sources),
+            "Dir::Etc::SourceParts": "/dev/null",
+            "Dir::Etc::Preferences": "/dev/null",
+            "Dir::Etc::PreferencesParts": str(self.etc / "preferences.d"),
+            "Dir::State::Lists": str(self.lists),
+            "Dir::State::status": str(self.status),
+            "Dir::Cache": str(self.cache),
+            "APT::Architecture": "amd64",
+            "APT::Architectures": "amd64",
+            "APT::Default-Release": "",
+            "Acquire::Languages": "none",
+            "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled": "false",
+            "Acquire::Retries": "2",
+            "Acquire::http::Timeout": "30",
+            "Acquire::https::Timeout": "30",
+        }
+        out = []
+        for k, v in o.items():
+            out += ["-o", f"{k}={v}"]
+        return out
+
+    def run(self, tool: str, args: list[str], timeout: int, cwd: Path | None = None) -> str:
+        argv = [tool, *self.options(), *args]
+        env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                                 env=env, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise KernelError(f"fetching {self.suite}: {tool} is not installed (this needs Debian's apt)") from None
+        except subprocess.TimeoutExpired:
+            raise KernelError(
+                f"fetching {self.suite}: `{shlex.join(argv)}` did not finish within {timeout} s: "
+                f"is the mirror {self.mirror} reachable?"
+            ) from None
+        if res.returncode != 0:
+            errs = [ln.strip() for ln in (res.stderr + res.stdout).splitlines()
+                    if ln.startswith(("E:", "Err:", "W:")) or "Could not" in ln or "Failed" in ln]
+            why = "; ".join(errs[:3]) or (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise KernelError(
+                f"fetching {self.suite}: `{shlex.join(argv)}` failed (exit {res.returncode}): {why}"
+            )
+        return res.stdout
+
+    def show(self, package: str) -> dict[str, str]:
+        """The candidate's control fields (apt-cache show, newest version first)."""
+        out = self.run("apt-cache", ["show", "--no-all-versions", package], APT_QUERY_TIMEOUT)
+        fields: dict[str, str] = {}
+        for line in out.splitlines():
+            if not line.strip():
+                if fields:
+                    break
+                continue
+            if line[0] in " \t":
+                continue
+            k, sep, v = line.partition(":")
+            if sep:
+                fields[k.strip()] = v.strip()
+        if "Package" not in fields:
+            raise KernelError(f"fetching {self.suite}: package {package} not found on {self.mirror}")
+        return fields
+
+
+def _deps(fields: dict[str, str]) -> list[tuple[str, str | None]]:
+    """Depends as [(name, exact version or None)], alternatives reduced to their first name."""
+    out = []
+    for dep in fields.get("Depends", "").split(","):
+        dep = dep.split("|")[0].strip()
+        m = re.match(r"^([a-z0-9][a-z0-9+.\-]*)(?::\S+)?\s*(?:\(\s*(=|>=|<=|>>|<<)\s*([^)\s]+)\s*\))?", dep)
+        if m:
+            out.append((m.group(1), m.group(3) if m.group(2) == "=" else None))
+    return out
+
+
+def resolve_packages(apt: _Apt) -> tuple[str, dict[str, str]]:
+    """(release, {package: version}) for the suite's cloud kernel: image, arch headers, the
+    common headers and linux-kbuild."""
+    meta = apt.show("linux-image-cloud-amd64")
+    images = [(n, v) for n, v in _deps(meta) if n.startswith("linux-image-") and n.endswith("-cloud-amd64")]
+    if not images:
+        raise KernelError(f"fetching {apt.suite}: linux-image-cloud-amd64 depends on no linux-image-*-cloud-amd64 "
+                          f"({meta.get('Depends', '')})")
+    image_pkg = images[0][0]
+    release = image_pkg[len("linux-image-"):]
+    if release.endswith("-unsigned"):
+        release = release[: -len("-unsigned")]
+    image = apt.show(image_pkg)
+    headers = apt.show(f"linux-headers-{release}")
+    pkgs = {image_pkg: image["Version"], headers["Package"]: headers["Version"]}
+    for name, _ in _deps(headers):
+        if name.startswith("linux-headers-") or name.startswith("linux-kbuild-"):
+            pkgs[name] = apt.show(name)["Version"]
+    if not any(n.startswith("linux-kbuild-") for n in pkgs):
+        raise KernelError(f"fetching {apt.suite}: linux-headers-{release} names no linux-kbuild-* package")
+    return release, pkgs
+
+
+def _fix_top_makefile(root: Path, build: Path) -> None:
+    """Debian's arch headers Makefile is one line, `include /usr/src/linux-headers-X-common/Makefile`:
+    point it into the cache (absolute: Kbuild reads it from several directories)."""
+    mk = build / "Makefile"
+    try:
+        text = mk.read_text()
+    except OSError:
+        return
+    lines = text.splitlines()
+    if len(lines) != 1 or not lines[0].startswith("include "):
+        return
+    target = lines[0][len("include "):].strip()
+    m = re.search(r"/usr/src/[^/]+/Makefile$", target)
+    if not m:
+        return
+    new = f"include {root / m.group(0).lstrip('/')}\n"
+    if new != text:
+        mk.write_text(new)
+
+
+def _relativise_links(root: Path) -> int:
+    """Rewrite every absolute symlink under root (lib/modules/*/build, source, ...) into a
+    relative one that points at the same path inside root. Returns how many were fixed."""
+    fixed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                continue
+            target = os.readlink(p)
+            if not target.startswith("/"):
+                continue
+            inside = os.path.join(str(root), target.lstrip("/"))
+            os.unlink(p)
+            os.symlink(os.path.relpath(inside, dirpath), p)
+            fixed += 1
+    return fixed
+
+
+def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False) -> Kernel:
+    """Download and extract Debian's cloud kernel (image + headers + headers-common + kbuild)
+    for `suite` into cache_dir()/kernels/<release>/. A suite already fetched is returned at
+    once without touching the network unless refresh=True (which asks the mirror for a newer
+    kernel and fetches it if there is one)."""
+    if suite not in SUITES:
+        raise KernelError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
+    with _lock(_kernels_dir() / f".lock-{suite}"):
+        if not refresh:
+            k = _fetched_for_suite(suite)
+            if k is not None:
+                _say(progress, f"{suite}: {k.release} already in {k.image.parent.parent}")
+                return k
+        mirror, signed_by = debian_mirror()
+        keyring = str(DEBIAN_KEYRING) if DEBIAN_KEYRING.is_file() else signed_by
+        apt = _Apt(suite, mirror, keyring)
+        t0 = time.monotonic()
+        _say(progress, f"{suite}: reading the package index from {mirror} (apt-get update)")
+        apt.run("apt-get", ["--error-on=any", "update"], APT_UPDATE_TIMEOUT)
+        release, pkgs = resolve_packages(apt)
+        root = _kernels_dir() / release
+        if (root / META_NAME).is_file():
+            k = _fetched_kernel(root)
+            if k is not None:
+                _say(progress, f"{suite}: {release} already in {root}")
+                return k
+        _say(progress, f"{suite}: downloading {', '.join(f'{n}={v}' for n, v in pkgs.items())}")
+        debs = apt.base / "debs"
+        shutil.rmtree(debs, ignore_errors=True)
+        debs.mkdir(parents=True)
+        apt.run("apt-get", ["download", *(f"{n}={v}" for n, v in pkgs.items())], APT_DOWNLOAD_TIMEOUT, cwd=debs)
+        files = sorted(debs.glob("*.deb"))
+        if len(files) != len(pkgs):
+            raise KernelError(f"fetching {suite}: apt-get download left {len(files)} .deb files in {debs}, "
+                              f"expected {len(pkgs)}")
+        tmp = _kernels_dir() / f".tmp-{release}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            for deb in files:
+                _say(progress, f"{suite}: extracting {deb.name}")
+                try:
+                    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True, capture_output=True,
+                                   text=True, timeout=600)
+                except subprocess.CalledProcessError as e:
+                    raise KernelError(f"fetching {suite}: `dpkg-deb -x {deb} {tmp}` failed: "
+                                      f"{e.stderr.strip()}") from None
+            image = tmp / "boot" / f"vmlinuz-{release}"
+            build = tmp / "usr" / "src" / f"linux-headers-{release}"
+            if not image.is_file() or not (build / "Makefile").is_file():
+                raise KernelError(f"fetching {suite}: the packages of {release} hold no boot/vmlinuz-{release} "
+                                  f"or usr/src/linux-headers-{release}/Makefile")
+            _say(progress, f"{suite}: fixing the headers' absolute links")
+            _relativise_links(tmp)
+            _fix_top_makefile(root, build)  # names the final root, which tmp becomes below
+            (tmp / META_NAME).write_text(json.dumps({
+                "release": release,
+                "suite": suite,
+                "packages": pkgs,
+                "mirror": mirror,
+                "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }, indent=2) + "\n")
+            if root.exists():
+                shutil.rmtree(root)
+            os.rename(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(debs, ignore_errors=True)
+        k = _fetched_kernel(root)
+        assert k is not None
+        _say(progress, f"{suite}: {release} ready in {root} ({time.monotonic() - t0:.1f} s)")
+        return k
