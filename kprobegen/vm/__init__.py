@@ -1,0 +1,26 @@
+"""The disposable VM: boot a kernel under qemu, load modules, run a workload, get results.
+
+    from kprobegen import vm
+    r = vm.run(None, [Path("sync_counter.ko")], ["sh", "-c", "sync; sync"],
+               oracles=[vm.Oracle("kprobe", "ksys_sync")])
+    r.raise_for_status()
+    r.kernel_log, r.oracle["kprobe:ksys_sync"], r.exit_code
+
+See docs/vm.md.
+"""
+
+from kprobegen.vm.runner import (
+    DEFAULT_RELEASE,
+    ModuleLoad,
+    Oracle,
+    Run,
+    capture_profile,
+    modinfo,
+    resolve_kernel,
+    run,
+)
+
+__all__ = [
+    "DEFAULT_RELEASE", "ModuleLoad", "Oracle", "Run", "capture_profile", "modinfo",
+    "resolve_kernel", "run",
+]

@@ -1,0 +1,226 @@
+"""qemu-system-x86_64: the command line, the process, and the KVM-or-TCG decision.
+
+Two serial ports, both written to files on the host:
+
+* ttyS0 is the kernel console (``quiet``: only errors, oopses and panics reach it). Its tail is
+  what a failed run shows.
+* ttyS1 is the data channel of the output protocol (see runner.py): only the guest's /init
+  writes there, so kernel messages can never split a protocol line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kprobegen.errors import VMError
+
+QEMU = "qemu-system-x86_64"
+
+#: Seconds a KVM boot gets to reach the guest's /init before we call KVM broken. On a host
+#: where KVM works the kernel reaches /init in well under a second; where it hangs (these
+#: machines: SeaBIOS prints "Booting from ROM..." and nothing follows) we lose this much once,
+#: then the verdict is cached for the host's boot.
+KVM_PROBE_SECONDS = 4.0
+
+
+def find_qemu() -> str:
+    path = shutil.which(QEMU)
+    if path is None:
+        raise VMError(
+            f"{QEMU} not found on PATH: install Debian's qemu-system-x86 "
+            "(apt-get install qemu-system-x86)"
+        )
+    return path
+
+
+def kernel_cmdline(extra: list[str] = ()) -> str:
+    return " ".join(
+        [
+            "console=ttyS0",      # the kernel console on the first serial port
+            "quiet",              # keep pr_info off the console: the log is read with dmesg
+            "panic=-1",           # reboot at once on panic; -no-reboot turns that into an exit
+            "log_buf_len=4M",     # the cloud kernel's 128 KiB buffer would drop early reports
+            "rdinit=/init",       # our busybox script, straight from the initramfs
+            "nokaslr",            # stable addresses between runs (easier to read oopses)
+            "tsc=reliable",       # skip the TSC watchdog calibration under TCG
+            "no_timer_check",     # skip the IO-APIC timer check (slow under TCG)
+            "mitigations=off",    # a disposable VM: no need to pay for them
+            "i8042.noaux",        # no PS/2 mouse probing
+            "8250.nr_uarts=2",    # only ttyS0 and ttyS1 exist
+            *extra,
+        ]
+    )
+
+
+def qemu_argv(
+    *,
+    kernel_image: Path,
+    initrd: Path,
+    console_log: Path,
+    data_log: Path,
+    accel: str,
+    memory_mb: int = 512,
+    cmdline_extra: list[str] = (),
+) -> list[str]:
+    """The whole qemu command line, one commented list (drgn's vmtest style)."""
+    if accel not in ("kvm", "tcg"):
+        raise VMError(f"accel must be 'kvm' or 'tcg' here, not {accel!r}")
+    return [
+        find_qemu(),
+        # Nothing we did not ask for: no NIC, no VGA, no default serial/parallel/monitor.
+        "-nodefaults",
+        # A panic (panic=-1) or a reboot ends qemu instead of booting again.
+        "-no-reboot",
+        "-nographic",
+        "-monitor", "none",
+        # q35 boots a little faster than pc under TCG here.
+        "-machine", "q35",
+        "-accel", accel,
+        *(["-cpu", "host"] if accel == "kvm" else []),
+        # One CPU: TCG runs it on one host thread; the test workloads are tiny.
+        "-smp", "1",
+        "-m", str(memory_mb),
+        "-kernel", str(kernel_image),
+        "-initrd", str(initrd),
+        "-append", kernel_cmdline(list(cmdline_extra)),
+        # ttyS0: kernel console, to a file (its tail is shown for failed runs).
+        "-chardev", f"file,id=console,path={console_log}",
+        "-serial", "chardev:console",
+        # ttyS1: the output protocol's data channel, only /init writes to it.
+        "-chardev", f"file,id=data,path={data_log}",
+        "-serial", "chardev:data",
+    ]
+
+
+@dataclass
+class QemuProcess:
+    """A running qemu in its own process group, with its two serial logs."""
+
+    argv: list[str]
+    console_log: Path
+    data_log: Path
+    stderr_log: Path
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    _offsets: dict[str, int] = field(default_factory=lambda: {"console": 0, "data": 0})
+
+    def start(self) -> None:
+        for p in (self.console_log, self.data_log):
+            p.write_bytes(b"")
+        self.started = time.monotonic()
+        with open(self.stderr_log, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: killed as a whole
+            )
+        self._offsets = {"console": 0, "data": 0}
+
+    def read_new(self, which: str) -> bytes:
+        """Bytes appended to the console or data log since the last call."""
+        path = self.console_log if which == "console" else self.data_log
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._offsets[which])
+                chunk = f.read()
+        except FileNotFoundError:
+            return b""
+        self._offsets[which] += len(chunk)
+        return chunk
+
+    def poll(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """Kill qemu's whole process group and reap it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck kernel thread
+            raise VMError(f"qemu (pid {self.proc.pid}) did not die after SIGKILL")
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+# -- KVM verdict cache -------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    base = os.environ.get("KPROBEGEN_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "kprobegen"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _verdict_file() -> Path:
+    return cache_dir() / "vm" / "kvm-verdict"
+
+
+def kvm_usable() -> bool:
+    """/dev/kvm exists and we may open it read-write."""
+    return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def cached_kvm_verdict() -> str | None:
+    """'works' / 'hangs' as recorded during this boot of the host, else None."""
+    try:
+        boot, verdict = _verdict_file().read_text().split()
+    except (OSError, ValueError):
+        return None
+    return verdict if boot == _boot_id() and verdict in ("works", "hangs") else None
+
+
+def record_kvm_verdict(verdict: str) -> None:
+    try:
+        f = _verdict_file()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp%d" % os.getpid())
+        tmp.write_text(f"{_boot_id()} {verdict}\n")
+        tmp.replace(f)
+    except OSError:
+        pass  # a cache, nothing more
+
+
+def accel_plan(accel: str) -> list[str]:
+    """Accelerators to try in order for ``accel`` (auto / kvm / tcg)."""
+    if accel == "tcg":
+        return ["tcg"]
+    if accel == "kvm":
+        if not kvm_usable():
+            raise VMError("accel=kvm but /dev/kvm is missing or not writable: use accel=auto or tcg")
+        return ["kvm"]
+    if accel != "auto":
+        raise VMError(f"unknown accel {accel!r}: use auto, kvm or tcg")
+    if not kvm_usable() or cached_kvm_verdict() == "hangs":
+        return ["tcg"]
+    return ["kvm", "tcg"]

@@ -1,0 +1,609 @@
+"""Run modules and a workload in a disposable qemu VM and bring back what happened.
+
+One run: write an initramfs (busybox, /init rendered from templates/vm-init.sh.j2, the modules,
+the ``add`` files), boot the kernel under qemu, and follow the output protocol on the data
+channel (ttyS1) until the guest says DONE, qemu exits, or the hard timeout kills it.
+
+The output protocol: every line the guest's /init writes to ttyS1 is ``KPG <nonce> <TAG> ...``
+with a fresh random nonce per run; a line without it is ignored. Tags:
+
+    BOOT t                       /init started (t = guest uptime, seconds)
+    STAGE name t                 loading | running | collecting | unloading | reporting
+    INSMOD name rc               one per module tried, in order
+    RMMOD name rc                one per loaded module, in reverse order
+    EXIT rc                      the workload's exit code
+    ORACLE event hits missed     one per oracle, from tracefs kprobe_profile
+    ORACLE_ERR event             the oracle could not be created
+    BLOB name size md5           a file follows as lines "D name <base64 of gzip>" ...
+    END name                     ... up to here; size and md5 are of the decoded bytes
+    DONE t                       the guest is about to power off
+
+The console (ttyS0) is only read for its tail and for "Kernel panic" / "Oops" when the guest
+dies; the kernel log of a run is read inside the guest with dmesg after the modules are gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+import re
+import secrets
+import shlex
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from kprobegen.errors import LoadError, VMError
+from kprobegen.vm import qemu as _qemu
+from kprobegen.vm.initramfs import Initramfs
+
+__all__ = [
+    "Oracle", "ModuleLoad", "Run", "run", "capture_profile", "resolve_kernel",
+    "DEFAULT_RELEASE", "render_init",
+]
+
+#: The kernel used when kprobegen.kernels is not importable (Debian 12's cloud kernel).
+DEFAULT_RELEASE = "6.1.0-56-cloud-amd64"
+
+_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+_SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_MODNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Kernel log lines that make a run that otherwise finished an "oops".
+_OOPS_RE = re.compile(r"(\bOops\b|\bBUG: |\bWARNING: |Kernel panic - not syncing|general protection fault)")
+_PANIC_RE = re.compile(r"Kernel panic - not syncing")
+_ANSI_RE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
+
+
+# -- public records ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Oracle:
+    """The kernel's own dynamic kprobe on a symbol, counted independently of our modules."""
+
+    probe: str   # "kprobe" or "kretprobe"
+    symbol: str
+
+    def __post_init__(self) -> None:
+        if self.probe not in ("kprobe", "kretprobe"):
+            raise VMError(f"oracle probe must be kprobe or kretprobe, not {self.probe!r}")
+        if not _SYMBOL_RE.match(self.symbol):
+            raise VMError(f"oracle symbol {self.symbol!r} is not a kernel symbol name")
+
+    @property
+    def key(self) -> str:
+        return f"{self.probe}:{self.symbol}"
+
+
+@dataclass
+class ModuleLoad:
+    name: str
+    path: Path
+    insmod_rc: int                 # -1: not tried (an earlier module failed to load)
+    error: str | None              # the kernel's reason (insmod stderr + new dmesg lines)
+    rmmod_rc: int | None = None    # None: never loaded, so never unloaded
+
+
+@dataclass
+class Run:
+    status: str                    # ok | panic | oops | timeout | lost
+    accel: str                     # kvm | tcg: the one actually used
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    kernel_log: str
+    loads: list[ModuleLoad]
+    oracle: dict[str, tuple[int, int]]
+    console_tail: str
+    timings: dict[str, float]
+    #: /proc/modules and /sys/kernel/debug/kprobes/list in the guest after the unload
+    leftover_modules: list[str] = field(default_factory=list)
+    leftover_kprobes: list[str] = field(default_factory=list)
+    #: extra kernel log forms when asked for (log_forms=True): "dmesg_r", "kmsg"
+    log_forms: dict[str, str] = field(default_factory=dict)
+    #: why the status is not ok, in one line (empty when ok)
+    reason: str = ""
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def loaded_ok(self) -> bool:
+        return all(m.insmod_rc == 0 for m in self.loads)
+
+    def raise_for_status(self) -> "Run":
+        """Raise VMError unless the VM run finished cleanly (status "ok")."""
+        if self.status != "ok":
+            line = self.reason or _meaningful_line(self.console_tail) or "no console output"
+            raise VMError(f"VM run {self.status} ({self.accel}): {line}")
+        return self
+
+
+# -- kernels -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _FallbackKernel:
+    release: str
+    image: Path
+    build_dir: Path | None
+    origin: str = "installed"
+    config: Path | None = None
+
+
+def resolve_kernel(kernel=None):
+    """A Kernel (kprobegen.kernels) from a Kernel, a release string or None (the default)."""
+    if kernel is not None and not isinstance(kernel, str):
+        return kernel
+    try:
+        from kprobegen.kernels import find_kernel  # written by another helper
+    except ImportError:
+        find_kernel = None
+    if find_kernel is not None:
+        return find_kernel(kernel)
+    release = kernel or DEFAULT_RELEASE
+    image = Path(f"/boot/vmlinuz-{release}")
+    if not image.is_file():
+        from kprobegen.errors import KernelError
+
+        raise KernelError(
+            f"kernel image {image} not found: install linux-image-cloud-amd64 "
+            "(apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64)"
+        )
+    build = Path(f"/lib/modules/{release}/build")
+    cfg = Path(f"/boot/config-{release}")
+    return _FallbackKernel(release, image, build if build.is_dir() else None,
+                           config=cfg if cfg.is_file() else None)
+
+
+# -- modules -----------------------------------------------------------------------------
+
+def modinfo(path: Path) -> dict[str, str]:
+    """The .modinfo section of a .ko (name=, vermagic=, ...), read from the ELF directly."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise LoadError(f"{path} is not a 64-bit ELF kernel module")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+
+    def sect(i):
+        name, _type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        return name, off, size
+
+    _, stroff, _ = sect(shstrndx)
+    info: dict[str, str] = {}
+    for i in range(shnum):
+        nameoff, off, size = sect(i)
+        end = data.index(b"\0", stroff + nameoff)
+        if data[stroff + nameoff:end] == b".modinfo":
+            for item in data[off:off + size].split(b"\0"):
+                if b"=" in item:
+                    k, v = item.split(b"=", 1)
+                    info.setdefault(k.decode(errors="replace"), v.decode(errors="replace"))
+    return info
+
+
+def _module_name(path: Path, info: dict[str, str]) -> str:
+    name = info.get("name") or Path(path).name.removesuffix(".ko").replace("-", "_")
+    if not _MODNAME_RE.match(name):
+        raise LoadError(f"{path}: module name {name!r} is not a C identifier")
+    return name
+
+
+# -- the init script ---------------------------------------------------------------------
+
+def render_init(**ctx) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template("vm-init.sh.j2").render(**ctx)
+
+
+@dataclass(frozen=True)
+class _OracleDef:
+    key: str
+    event: str
+    event_def: str
+
+
+def _oracle_defs(oracles) -> list[_OracleDef]:
+    defs, seen = [], set()
+    for o in oracles:
+        if not isinstance(o, Oracle):
+            o = Oracle(*o)
+        if o.key in seen:
+            continue
+        seen.add(o.key)
+        event = f"kpg_o{len(defs)}"
+        kind = "p" if o.probe == "kprobe" else "r"
+        defs.append(_OracleDef(o.key, event, f"{kind}:kpg_oracle/{event} {o.symbol}"))
+    return defs
+
+
+# -- the protocol ------------------------------------------------------------------------
+
+class _Protocol:
+    """Parses the data channel, line by line, keeping only this run's nonce."""
+
+    def __init__(self, nonce: str, on_tag: Callable[[str, list[str]], None]):
+        self.prefix = f"KPG {nonce} "
+        self.buf = b""
+        self.on_tag = on_tag
+        self.blobs: dict[str, bytes] = {}
+        self.blob_errors: list[str] = []
+        self._open: dict[str, tuple[int, str, list[str]]] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode("ascii", errors="replace").rstrip("\r")
+            if line.startswith(self.prefix):
+                self._line(line[len(self.prefix):].split(" "))
+
+    def _line(self, f: list[str]) -> None:
+        tag, args = f[0], f[1:]
+        if tag == "D" and len(args) == 2 and args[0] in self._open:
+            self._open[args[0]][2].append(args[1])
+        elif tag == "BLOB" and len(args) == 3:
+            self._open[args[0]] = (int(args[1]), args[2], [])
+        elif tag == "END" and len(args) == 1 and args[0] in self._open:
+            size, md5, parts = self._open.pop(args[0])
+            try:
+                data = gzip.decompress(base64.b64decode("".join(parts)))
+            except Exception as e:  # noqa: BLE001 - any decoding failure means lost bytes
+                self.blob_errors.append(f"{args[0]}: undecodable ({e})")
+                return
+            if len(data) != size or hashlib.md5(data).hexdigest() != md5:
+                self.blob_errors.append(f"{args[0]}: {len(data)} bytes, expected {size} (md5 mismatch)")
+                return
+            self.blobs[args[0]] = data
+        else:
+            self.on_tag(tag, args)
+
+
+@dataclass
+class _Session:
+    status: str = "lost"
+    accel: str = "tcg"
+    reason: str = ""
+    console: bytes = b""
+    tags: list[tuple[str, list[str], float]] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    blob_errors: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    qemu_stderr: str = ""
+    kvm_probe: float | None = None
+
+
+_PROGRESS = {"loading": "loading", "running": "running", "collecting": "collecting"}
+
+
+def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str,
+          progress: Callable[[str], None] | None, memory_mb: int = 512) -> _Session:
+    """Boot once (or twice: KVM that hangs, then TCG) and follow the protocol to the end."""
+    plan = _qemu.accel_plan(accel)
+    auto = accel == "auto"
+    t_begin = time.monotonic()
+    deadline = t_begin + timeout
+    s = _Session()
+    kvm_probe: float | None = None
+    for acc in plan:
+        s = _Session(accel=acc)
+        q = _qemu.QemuProcess(
+            argv=_qemu.qemu_argv(kernel_image=Path(kernel.image), initrd=initrd,
+                                 console_log=workdir / f"console-{acc}.log",
+                                 data_log=workdir / f"data-{acc}.log",
+                                 accel=acc, memory_mb=memory_mb),
+            console_log=workdir / f"console-{acc}.log",
+            data_log=workdir / f"data-{acc}.log",
+            stderr_log=workdir / f"qemu-{acc}.log",
+        )
+        s.argv = q.argv
+
+        def on_tag(tag, args, s=s):
+            now = time.monotonic()
+            s.tags.append((tag, args, now))
+            if tag in ("BOOT", "DONE"):
+                s.marks.setdefault(tag, now)
+            elif tag == "STAGE" and args:
+                s.marks.setdefault(args[0], now)
+                if progress and args[0] in _PROGRESS:
+                    progress(_PROGRESS[args[0]])
+
+        proto = _Protocol(nonce, on_tag)
+        if progress:
+            progress(f"booting ({acc})")
+        q.start()
+        s.marks["start"] = q.started
+        probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and auto) else None
+        fell_back = False
+        while True:
+            proto.feed(q.read_new("data"))
+            s.console += q.read_new("console")
+            if "DONE" in s.marks:
+                q.wait(10.0)
+                q.kill()
+                s.status = "ok"
+                break
+            rc = q.poll()
+            if rc is not None:
+                # qemu is gone: read what it wrote last, then decide what happened.
+                proto.feed(q.read_new("data") + b"\n")
+                s.console += q.read_new("console")
+                if "DONE" in s.marks:
+                    s.status = "ok"
+                    break
+                text = s.console.decode(errors="replace")
+                if _PANIC_RE.search(text):
+                    s.status = "panic"
+                elif re.search(r"\bOops\b|\bBUG: ", text):
+                    s.status = "oops"
+                else:
+                    s.status = "lost"
+                    err = q.stderr_text().strip()
+                    s.reason = (f"qemu exited with status {rc} before the guest finished"
+                                + (f": {err.splitlines()[-1]}" if err else ""))
+                break
+            now = time.monotonic()
+            if probe_until is not None and "BOOT" not in s.marks and now > probe_until:
+                q.kill()
+                _qemu.record_kvm_verdict("hangs")
+                kvm_probe = now - q.started
+                fell_back = True
+                break
+            if now > deadline:
+                q.kill()
+                s.status = "timeout"
+                s.reason = (f"no result within {timeout:g} s (stage: {_last_stage(s)}); qemu killed")
+                break
+            time.sleep(0.02)
+        if acc == "kvm" and auto and "BOOT" in s.marks:
+            _qemu.record_kvm_verdict("works")
+        s.marks["exit"] = time.monotonic()
+        s.blobs, s.blob_errors = _untar(proto.blobs), proto.blob_errors
+        if s.status == "ok" and "report" not in proto.blobs and not s.blob_errors:
+            s.blob_errors = ["the guest said DONE but sent no report"]
+        s.qemu_stderr = q.stderr_text()
+        if not fell_back:
+            break
+        if progress:
+            progress("kvm boot hung; falling back to tcg")
+    s.kvm_probe = kvm_probe
+    if s.status == "ok" and s.blob_errors:
+        s.status, s.reason = "lost", "output protocol broken: " + "; ".join(s.blob_errors)
+    return s
+
+
+def _untar(blobs: dict[str, bytes]) -> dict[str, bytes]:
+    """The files of the guest's report tar (one blob named "report")."""
+    import io
+    import tarfile
+
+    out = {}
+    if "report" in blobs:
+        with tarfile.open(fileobj=io.BytesIO(blobs["report"])) as tf:
+            for member in tf.getmembers():
+                if member.isfile():
+                    out[member.name.removeprefix("./")] = tf.extractfile(member).read()
+    return out
+
+
+def _last_stage(s: _Session) -> str:
+    stages = [a[0] for t, a, _ in s.tags if t == "STAGE" and a]
+    if stages:
+        return stages[-1]
+    return "running /init" if "BOOT" in s.marks else "booting the kernel"
+
+
+def _console_lines(console: bytes) -> list[str]:
+    text = _ANSI_RE.sub(b"", console).decode(errors="replace").replace("\r", "")
+    return [ln for ln in text.split("\n") if ln.strip()]
+
+
+def _meaningful_line(tail: str) -> str:
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    for pat in (r"Kernel panic - not syncing", r"\bBUG: ", r"\bOops\b", r"general protection", r"\bWARNING: "):
+        hits = [ln for ln in lines if re.search(pat, ln)]
+        if hits:
+            return hits[-1].strip()
+    return lines[-1].strip() if lines else ""
+
+
+def _new_workdir() -> Path:
+    base = _qemu.cache_dir() / "vm" / "runs"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="kprobegen-vm-"))
+
+
+def _guest_path(path: str) -> str:
+    p = PurePosixPath(path)
+    if not p.is_absolute():
+        p = PurePosixPath("/root") / p
+    if ".." in p.parts:
+        raise VMError(f"--add guest path {path!r} must not contain '..'")
+    if p.parts[1:2] in (("proc",), ("sys",), ("dev",), ("kpg",)) or str(p) == "/init":
+        raise VMError(f"--add guest path {path!r} is reserved (/init, /proc, /sys, /dev, /kpg)")
+    return str(p)
+
+
+def _add_tree(ir: Initramfs, host: Path, guest: str) -> None:
+    if host.is_dir():
+        ir.mkdir(guest)
+        for child in sorted(host.iterdir()):
+            _add_tree(ir, child, f"{guest}/{child.name}")
+    elif host.is_file():
+        ir.copy(host, guest)
+    else:
+        raise VMError(f"--add {host}: no such file or directory on the host")
+
+
+def _base_initramfs() -> Initramfs:
+    ir = Initramfs()
+    for d in ("/bin", "/dev", "/proc", "/sys", "/tmp", "/root", "/kpg", "/kpg/mod"):
+        ir.mkdir(d)
+    ir.chardev("/dev/console", 5, 1)
+    ir.chardev("/dev/null", 1, 3, 0o666)
+    ir.add_busybox()
+    return ir
+
+
+# -- the public entry points -------------------------------------------------------------
+
+def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, str]] = (),
+        timeout: float = 120.0, accel: str = "auto", oracles: list[Oracle] = (),
+        progress: Callable[[str], None] | None = None, log_forms: bool = False,
+        keep_workdir: bool = False, memory_mb: int = 512) -> Run:
+    """Boot ``kernel``, insmod ``modules`` in order, run ``cmd``, unload, and report.
+
+    A run that dies (panic, oops, timeout, lost output) returns a Run with that status and the
+    console tail; call ``raise_for_status()`` to turn it into a VMError. A module that fails
+    to load stops the loading (later modules are not tried, the workload does not run), and
+    everything already loaded is unloaded.
+    """
+    t0 = time.monotonic()
+    kernel = resolve_kernel(kernel)
+    mods = []
+    for p in modules:
+        p = Path(p)
+        if not p.is_file():
+            raise LoadError(f"module {p} does not exist: build it first (kprobegen build)")
+        info = modinfo(p)
+        name = _module_name(p, info)
+        vermagic = info.get("vermagic", "").split(" ")[0]
+        if vermagic and vermagic != kernel.release:
+            raise LoadError(
+                f"{p} was built for kernel {vermagic}, but the VM boots {kernel.release}: "
+                f"rebuild it with --kernel {kernel.release}"
+            )
+        if name in [m[0] for m in mods]:
+            raise LoadError(f"two modules named {name} ({p}): a kernel loads a name only once")
+        mods.append((name, p))
+    odefs = _oracle_defs(oracles)
+    nonce = secrets.token_hex(8)
+    cmd = list(cmd)
+    script = render_init(
+        nonce=nonce, profile=False, oracles=odefs, module_names=[m[0] for m in mods],
+        cmd=shlex.join(cmd) if cmd else "true", log_forms=log_forms,
+    )
+    workdir = _new_workdir()
+    try:
+        ir = _base_initramfs()
+        ir.file("/init", script.encode(), 0o755)
+        for name, p in mods:
+            ir.copy(p, f"/kpg/mod/{name}.ko", 0o644)
+        for host, guest in add:
+            _add_tree(ir, Path(host), _guest_path(guest))
+        initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
+        t_ir = time.monotonic() - t0
+        s = _boot(kernel, initrd, workdir, nonce, timeout=timeout, accel=accel,
+                  progress=progress, memory_mb=memory_mb)
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return _assemble(s, mods, odefs, t0, t_ir)
+
+
+def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
+    text = lambda name: s.blobs.get(name, b"").decode(errors="replace")  # noqa: E731
+    loads: dict[str, ModuleLoad] = {n: ModuleLoad(n, p, -1, "not tried: an earlier module failed to load")
+                                    for n, p in mods}
+    exit_code = None
+    oracle: dict[str, tuple[int, int]] = {}
+    by_event = {o.event: o.key for o in odefs}
+    oracle_errors = []
+    for tag, args, _ in s.tags:
+        if tag == "INSMOD" and len(args) == 2 and args[0] in loads:
+            rc = int(args[1])
+            loads[args[0]].insmod_rc = rc
+            loads[args[0]].error = None if rc == 0 else (
+                text(f"insmod.{args[0]}").strip() or f"insmod exited {rc}")
+        elif tag == "RMMOD" and len(args) == 2 and args[0] in loads:
+            loads[args[0]].rmmod_rc = int(args[1])
+        elif tag == "EXIT" and args:
+            exit_code = int(args[0])
+        elif tag == "ORACLE" and len(args) == 3 and args[0] in by_event:
+            oracle[by_event[args[0]]] = (int(args[1]), int(args[2]))
+        elif tag == "ORACLE_ERR":
+            oracle_errors.append(args[0] if args else "?")
+    kernel_log = text("dmesg")
+    status, reason = s.status, s.reason
+    if status == "ok":
+        bad = [ln for ln in kernel_log.splitlines() if _OOPS_RE.search(ln)]
+        if bad:
+            status = "panic" if any(_PANIC_RE.search(ln) for ln in bad) else "oops"
+            reason = bad[0].strip()
+        elif oracle_errors:
+            status, reason = "lost", f"oracle kprobe(s) {', '.join(oracle_errors)} could not be created"
+    tail_lines = _console_lines(s.console)[-50:]
+    console_tail = "\n".join(tail_lines)
+    if status != "ok" and not reason:
+        reason = _meaningful_line(console_tail)
+    m = s.marks
+    span = lambda a, b: round(m[b] - m[a], 3) if a in m and b in m else None  # noqa: E731
+    timings = {
+        "initramfs": round(t_ir, 3),
+        "boot": span("start", "BOOT"),
+        "load": span("loading", "running"),
+        "workload": span("running", "collecting"),
+        "unload": span("unloading", "reporting"),
+        "collect": (round((m["unloading"] - m["collecting"]) + (m["DONE"] - m["reporting"]), 3)
+                    if all(k in m for k in ("collecting", "unloading", "reporting", "DONE")) else None),
+        "shutdown": span("DONE", "exit"),
+        "total": round(time.monotonic() - t0, 3),
+    }
+    if s.kvm_probe is not None:
+        timings["kvm_probe"] = round(s.kvm_probe, 3)
+    timings = {k: v for k, v in timings.items() if v is not None}
+    return Run(
+        status=status, accel=s.accel, exit_code=exit_code,
+        stdout=text("stdout"), stderr=text("stderr"), kernel_log=kernel_log,
+        loads=list(loads.values()), oracle=oracle, console_tail=console_tail, timings=timings,
+        leftover_modules=[ln.split(" ")[0] for ln in text("modules_after").splitlines() if ln.strip()],
+        leftover_kprobes=[ln for ln in text("kprobes_after").splitlines() if ln.strip()],
+        log_forms={k: text(k) for k in ("dmesg_r", "kmsg") if k in s.blobs},
+        reason=reason, argv=s.argv,
+    )
+
+
+def capture_profile(kernel=None, timeout: float = 180.0, *, accel: str = "auto",
+                    progress: Callable[[str], None] | None = None) -> dict[str, bytes]:
+    """Boot ``kernel`` once and return its raw profile.
+
+    {"kallsyms": /proc/kallsyms, "blacklist": /sys/kernel/debug/kprobes/blacklist,
+     "config": /proc/config.gz decompressed, or b"" when the kernel has no IKCONFIG}
+    """
+    kernel = resolve_kernel(kernel)
+    nonce = secrets.token_hex(8)
+    script = render_init(nonce=nonce, profile=True, oracles=[], module_names=[], cmd="true",
+                         log_forms=False)
+    workdir = _new_workdir()
+    try:
+        ir = _base_initramfs()
+        ir.file("/init", script.encode(), 0o755)
+        initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
+        s = _boot(kernel, initrd, workdir, nonce, timeout=timeout, accel=accel, progress=progress)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    missing = [k for k in ("kallsyms", "blacklist", "config") if k not in s.blobs]
+    if s.status != "ok" or missing:
+        tail = _console_lines(s.console)[-5:]
+        why = s.reason or (f"missing {', '.join(missing)}" if missing else s.status)
+        raise VMError(
+            f"capturing the profile of kernel {kernel.release} failed ({s.status}, {s.accel}): {why}"
+            + (f"; console: {tail[-1]}" if tail else "")
+        )
+    return {k: s.blobs[k] for k in ("kallsyms", "blacklist", "config")}
