@@ -617,11 +617,13 @@ def _relativise_links(root: Path) -> int:
     return fixed
 
 
-def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False) -> Kernel:
+def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False,
+                 mirror: str | None = None) -> Kernel:
     """Download and extract Debian's cloud kernel (image + headers + headers-common + kbuild)
     for `suite` into cache_dir()/kernels/<release>/. A suite already fetched is returned at
     once without touching the network unless refresh=True (which asks the mirror for a newer
-    kernel and fetches it if there is one)."""
+    kernel and fetches it if there is one). The mirror is the system's Debian archive (see
+    debian_mirror); `mirror` or $KPROBEGEN_DEBIAN_MIRROR overrides it."""
     if suite not in SUITES:
         raise KernelError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
     with _lock(_kernels_dir() / f".lock-{suite}"):
@@ -630,7 +632,10 @@ def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False) -
             if k is not None:
                 _say(progress, f"{suite}: {k.release} already in {k.image.parent.parent}")
                 return k
-        mirror, signed_by = debian_mirror()
+        mirror = mirror or os.environ.get("KPROBEGEN_DEBIAN_MIRROR") or None
+        signed_by = None
+        if mirror is None:
+            mirror, signed_by = debian_mirror()
         keyring = str(DEBIAN_KEYRING) if DEBIAN_KEYRING.is_file() else signed_by
         apt = _Apt(suite, mirror, keyring)
         t0 = time.monotonic()
