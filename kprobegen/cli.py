@@ -1,0 +1,335 @@
+"""`kprobegen` subcommands: each parses arguments, calls the Python API, formats the answer.
+
+User errors print one line to stderr and exit non-zero; --debug shows the traceback.
+Progress goes to stderr, and only when stderr is a terminal (never into --json output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import KprobegenError, LoadError, SpecError
+
+
+def _progress(args) -> callable:
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return lambda message: None
+    return lambda message: print(f"kprobegen: {message}", file=sys.stderr, flush=True)
+
+
+def _print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        print(f"kprobegen: warning: {line}", file=sys.stderr)
+
+
+def _kernel(args):
+    if getattr(args, "kernel", None) is None:
+        return None
+    from .errors import KernelError
+    from .kernels import find_kernel
+
+    try:
+        return find_kernel(args.kernel)
+    except KernelError:
+        if args.kernel == os.uname().release:
+            # The running kernel without headers: say which package, and whether it could load anyway.
+            from .kbuild import missing_tree_error
+
+            raise missing_tree_error(Path(f"/lib/modules/{args.kernel}/build"), args.kernel) from None
+        raise
+
+
+# ------------------------------------------------------------------------------- spec commands
+
+def cmd_schema(args) -> int:
+    from .spec import json_schema
+
+    _print_json(json_schema())
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .pipeline import prepare
+
+    kernel = _kernel(args)
+    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args))
+    if args.json:
+        _print_json({"spec": str(args.spec), "module": spec.module, "valid": True,
+                     "hooks": [{"name": h.hook_name, "probe": h.probe, "symbol": h.symbol} for h in spec.hooks]})
+    else:
+        print(f"{args.spec}: ok: module {spec.module}, {len(spec.hooks)} hook{'s' if len(spec.hooks) != 1 else ''}"
+              + (f", symbols checked against {kernel.release}" if kernel else ""))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .pipeline import prepare
+    from .render import render, render_files
+
+    kernel = _kernel(args)
+    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args))
+    if args.emit_c or not args.output:
+        sys.stdout.write(render_files(spec)[f"{spec.module}.c"])
+        return 0
+    _warn(_equivalent_warnings(spec))
+    for path in render(spec, args.output):
+        print(path)
+    return 0
+
+
+def _equivalent_warnings(spec) -> list[str]:
+    try:
+        from .equivalents import render_bpftrace, render_stap
+    except ImportError:
+        return []
+    return [f"SystemTap: {w}" for w in render_stap(spec).warnings] + [f"bpftrace: {w}" for w in render_bpftrace(spec).warnings]
+
+
+def cmd_stap(args) -> int:
+    from .equivalents import render_stap
+    from .spec import load_spec
+
+    script = render_stap(load_spec(args.spec))
+    _warn(script.warnings)
+    sys.stdout.write(script.text)
+    return 0
+
+
+def cmd_bpftrace(args) -> int:
+    from .equivalents import render_bpftrace
+    from .spec import load_spec
+
+    script = render_bpftrace(load_spec(args.spec))
+    _warn(script.warnings)
+    sys.stdout.write(script.text)
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .kbuild import build, make_command, resolve_tree
+    from .pipeline import prepare
+
+    kernel = _kernel(args) if args.kernel_dir is None else None
+    if args.kernel_dir is None and kernel is None:
+        from .kernels import find_kernel
+
+        kernel = find_kernel(None)
+    if args.show_command:
+        tree, _, make_vars = resolve_tree(kernel, args.kernel_dir)
+        print(" ".join(make_command(tree, Path(args.output).resolve(), make_vars)))
+        return 0
+    spec = prepare(args.spec, kernel, check_symbols=kernel is not None and not args.no_symbol_check,
+                   progress=_progress(args))
+    built = build(spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_cache=not args.no_cache,
+                  strict=args.strict, progress=_progress(args))
+    _warn(built.warnings)
+    if args.json:
+        _print_json({"module": built.name, "ko": str(built.ko), "kernel": built.kernel_release,
+                     "kernel_dir": str(built.kernel_dir), "cached": built.cached, "warnings": list(built.warnings)})
+    else:
+        print(built.ko)
+    return 0
+
+
+# ------------------------------------------------------------------------------- results
+
+def cmd_parse(args) -> int:
+    from .report import format_results, parse_log, results_json
+
+    if args.file in (None, "-"):
+        text = sys.stdin.buffer.read()
+    else:
+        try:
+            text = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise KprobegenError(f"{args.file}: cannot read the log: {exc.strerror}") from None
+    results = parse_log(text).results(module=args.module, all=args.all)
+    if args.json:
+        _print_json(results_json(results))
+    else:
+        sys.stdout.write(format_results(results, top=args.top))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_spec
+    from .report import format_results
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise KprobegenError("no workload given: put the command after --, e.g. kprobegen run spec.yaml -- sync")
+    if args.host:
+        from .kmod import host_module_support
+
+        supported, why = host_module_support()
+        if not supported:
+            raise LoadError(f"cannot load modules on this host: {why}; drop --host (the VM is the default here) or pass --vm")
+        raise LoadError("loading on the host is not supported yet (it needs a manager that tracks what is loaded); use --vm")
+    add = []
+    for item in args.add:
+        host, _, guest = item.partition(":")
+        if not Path(host).exists():
+            raise KprobegenError(f"--add {item}: {host} does not exist")
+        add.append((Path(host), guest or f"/{Path(host).name}"))
+    outcome = run_spec(args.spec, cmd, kernel_release=args.kernel, add=add, timeout=args.timeout, accel=args.accel,
+                       check_symbols=not args.no_symbol_check, progress=_progress(args), out_dir=args.keep)
+    if args.json:
+        _print_json(outcome.to_json())
+    else:
+        if outcome.run.stdout:
+            sys.stdout.write(outcome.run.stdout)
+        if outcome.run.stderr:
+            sys.stderr.write(outcome.run.stderr)
+        sys.stdout.write(format_results(outcome.results, top=args.top))
+        print(f"workload exit code {outcome.run.exit_code}; kernel {outcome.built.kernel_release} ({outcome.run.accel})")
+    return 0 if outcome.run.exit_code == 0 else (outcome.run.exit_code or 1)
+
+
+# ------------------------------------------------------------------------------- kernels
+
+def cmd_kernels_list(args) -> int:
+    from .kernels import list_kernels
+
+    kernels = list_kernels()
+    if args.json:
+        _print_json([{"release": k.release, "image": str(k.image), "build_dir": str(k.build_dir) if k.build_dir else None,
+                      "origin": k.origin, "build_problem": k.build_problem()} for k in kernels])
+        return 0
+    if not kernels:
+        print("no kernels found: apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64, "
+              "or kprobegen kernels fetch bookworm")
+        return 1
+    for k in kernels:
+        problem = k.build_problem()
+        print(f"{k.release:36} {k.origin:28} {'headers' if k.build_dir else 'no headers':10} {problem or ''}".rstrip())
+    return 0
+
+
+def cmd_kernels_fetch(args) -> int:
+    from .kernels import fetch_kernel
+
+    kernel = fetch_kernel(args.suite, progress=_progress(args))
+    if args.json:
+        _print_json({"release": kernel.release, "image": str(kernel.image), "build_dir": str(kernel.build_dir),
+                     "origin": kernel.origin, "build_problem": kernel.build_problem()})
+    else:
+        print(f"{kernel.release} ({kernel.origin}): image {kernel.image}, headers {kernel.build_dir}")
+        if kernel.build_problem():
+            print(f"note: {kernel.build_problem()}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- parser
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kprobegen", description="YAML hook specs → kprobe kernel modules → exact counts.")
+    top.add_argument("--version", action="version", version=f"kprobegen {__version__}")
+    top.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def spec_arg(p):
+        p.add_argument("spec", type=Path, help="the hook spec (YAML)")
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a spec")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("check", help="validate a spec (and its symbols, with --kernel)")
+    spec_arg(p)
+    p.add_argument("--kernel", help="check symbols against this kernel's profile")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("render", help="write the module's C, Makefile, .stp and .bt")
+    spec_arg(p)
+    p.add_argument("-o", "--output", type=Path, help="output folder (without it: the C to stdout)")
+    p.add_argument("--kernel", help="expand symbol globs and check symbols against this kernel")
+    p.add_argument("--emit-c", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("stap", help="print the equivalent SystemTap script")
+    spec_arg(p)
+    p.set_defaults(func=cmd_stap)
+    p = sub.add_parser("bpftrace", help="print the equivalent bpftrace script")
+    spec_arg(p)
+    p.set_defaults(func=cmd_bpftrace)
+
+    p = sub.add_parser("build", help="render and build the .ko with Kbuild")
+    spec_arg(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--kernel", help="a kernel release or suite (see `kprobegen kernels list`)")
+    where.add_argument("--kernel-dir", type=Path, help="an explicit Kbuild tree (headers)")
+    p.add_argument("--no-cache", action="store_true", help="always run the compiler")
+    p.add_argument("--strict", action="store_true", help="fail on compiler warnings")
+    p.add_argument("--no-symbol-check", action="store_true", help="do not check symbols against the kernel's profile")
+    p.add_argument("--show-command", action="store_true", help="print the make command and exit")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("parse", help="parse module reports out of a kernel log")
+    p.add_argument("file", nargs="?", help="kernel log (dmesg, journalctl -k, /dev/kmsg, syslog); - or nothing: stdin")
+    p.add_argument("--module", help="only this module")
+    p.add_argument("--all", action="store_true", help="every report (a time series), not just the latest complete one")
+    p.add_argument("--top", type=int, default=10, help="keys shown per hook (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("run", help="build, load in a VM, run a workload, print the counts")
+    spec_arg(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--vm", action="store_true", help="load in a disposable VM (the default)")
+    mode.add_argument("--host", action="store_true", help="load on this host")
+    p.add_argument("--kernel", help="kernel release or suite for the VM (default: Debian 12 cloud)")
+    p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]", help="copy a file into the guest")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before the VM is killed (default 120)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    p.add_argument("--no-symbol-check", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--keep", type=Path, help="keep the built module and sources in this folder")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="results as JSON, with the workload's exit_code")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]: the workload, run in the guest")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("kernels", help="kernels to build for and boot")
+    ksub = p.add_subparsers(dest="kernels_command", required=True, metavar="SUBCOMMAND")
+    q = ksub.add_parser("list", help="installed and fetched kernels")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_kernels_list)
+    q = ksub.add_parser("fetch", help="download a Debian cloud kernel and its headers into the cache")
+    q.add_argument("suite", help="bookworm, bookworm-backports, bullseye or trixie")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_kernels_fetch)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KprobegenError as exc:
+        if args.debug:
+            raise
+        print(f"kprobegen: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kprobegen: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

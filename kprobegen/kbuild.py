@@ -1,0 +1,209 @@
+"""Build a rendered spec into a .ko with Kbuild, against a named kernel tree.
+
+A build is keyed by everything that decides its output: the rendered files (so the spec and
+the generator version), the kernel tree and its release, and the make variables. A key that was
+built before is copied from the cache, which makes an unchanged rebuild near-instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import sh
+
+from . import __version__
+from .errors import BuildError
+from .render import render_files, write_files
+from .spec import Spec
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuiltModule:
+    name: str
+    ko: Path                      # the module, in the output folder
+    out_dir: Path
+    kernel_release: str
+    kernel_dir: Path
+    cached: bool                  # copied from the build cache, no compiler run
+    warnings: tuple[str, ...] = ()  # compiler warning lines, empty for a clean build
+    command: tuple[str, ...] = field(default=())
+
+
+def tree_release(kernel_dir: Path) -> str:
+    """The release a Kbuild tree builds for (include/config/kernel.release)."""
+    try:
+        return (kernel_dir / "include" / "config" / "kernel.release").read_text().strip()
+    except OSError:
+        return ""
+
+
+def make_command(kernel_dir: Path, module_dir: Path, make_vars: dict[str, str] | None = None) -> list[str]:
+    """The Kbuild invocation (shown by --show-command)."""
+    extra = [f"{k}={v}" for k, v in sorted((make_vars or {}).items())]
+    return ["make", "-C", str(kernel_dir), f"M={module_dir}", *extra, f"-j{os.cpu_count() or 1}", "modules"]
+
+
+def missing_tree_error(kernel_dir: Path, release: str | None) -> BuildError:
+    from .kernels import installed_headers_hint
+    from .kmod import host_module_support
+
+    release = release or kernel_dir.parent.name
+    message = f"no kernel build tree at {kernel_dir}"
+    if release:
+        message += f" (kernel {release}): {installed_headers_hint(release)}"
+    if release == os.uname().release:
+        supported, why = host_module_support()
+        if not supported:
+            message += (f"; besides, this machine's own kernel cannot load modules ({why}): build for a VM kernel "
+                        "with --kernel RELEASE (see `kprobegen kernels list`) and load it with `kprobegen run`")
+    return BuildError(message)
+
+
+def resolve_tree(kernel=None, kernel_dir: str | Path | None = None) -> tuple[Path, str, dict[str, str]]:
+    """(tree, release, make variables) for a Kernel, an explicit tree, or the default kernel."""
+    if kernel_dir is not None:
+        tree = Path(kernel_dir)
+        if not (tree / "Makefile").is_file():
+            raise missing_tree_error(tree, None)
+        return tree, tree_release(tree), {}
+    if kernel is None:
+        from .kernels import find_kernel
+
+        kernel = find_kernel(None)
+    if kernel.build_dir is None or not (Path(kernel.build_dir) / "Makefile").is_file():
+        raise missing_tree_error(Path(kernel.build_dir or f"/lib/modules/{kernel.release}/build"), kernel.release)
+    problem = kernel.build_problem()
+    if problem:
+        raise BuildError(f"cannot build for {kernel.release}: {problem}")
+    return Path(kernel.build_dir), kernel.release, dict(kernel.make_vars())
+
+
+def _cache_root() -> Path:
+    from .kernels import cache_dir
+
+    return cache_dir() / "builds"
+
+
+def cache_key(files: dict[str, str], kernel_dir: Path, release: str, make_vars: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"kprobegen {__version__}\0{kernel_dir.resolve()}\0{release}\0".encode())
+    # A tree reinstalled in place under the same release changes its generated config.
+    autoconf = kernel_dir / "include" / "generated" / "autoconf.h"
+    if autoconf.exists():
+        digest.update(str(autoconf.stat().st_mtime_ns).encode())
+    for key, value in sorted(make_vars.items()):
+        digest.update(f"{key}={value}\0".encode())
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+_DIAGNOSTIC = re.compile(r"^(?P<file>[^:\s]+\.c):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<kind>error|warning|fatal error): (?P<msg>.*)$")
+
+
+def _hook_at(c_source: str, line: int) -> str | None:
+    """The hook whose generated code holds this line (sections start with " * Hook NAME:")."""
+    hook = None
+    for number, text in enumerate(c_source.splitlines()[:line], 1):
+        match = re.match(r"^ \* Hook (\w+): ", text)
+        if match:
+            hook = match.group(1)
+        elif text.startswith("/* ---") and "report" in text:
+            hook = None
+    return hook
+
+
+def explain_compiler_output(output: str, c_source: str, spec: Spec) -> list[str]:
+    """Compiler diagnostics, each tagged with the hook whose code it is in."""
+    index = {h.hook_name: i for i, h in enumerate(spec.hooks)}
+    lines = []
+    for text in output.splitlines():
+        match = _DIAGNOSTIC.match(text.strip())
+        if not match:
+            continue
+        hook = _hook_at(c_source, int(match["line"]))
+        where = f" [hook {hook}, spec hooks[{index[hook]}] symbol {spec.hooks[index[hook]].symbol}]" if hook in index else ""
+        lines.append(f"{Path(match['file']).name}:{match['line']}: {match['kind']}: {match['msg']}{where}")
+    return lines
+
+
+def build(
+    spec: Spec,
+    out_dir: str | Path,
+    *,
+    kernel=None,
+    kernel_dir: str | Path | None = None,
+    use_cache: bool = True,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> BuiltModule:
+    """Render ``spec`` and build ``<module>.ko`` into ``out_dir`` (with the rendered sources).
+
+    ``kernel`` is a kernels.Kernel; ``kernel_dir`` an explicit Kbuild tree; neither: the default
+    kernel. ``strict`` turns compiler warnings into a BuildError.
+    """
+    say = progress or (lambda message: None)
+    tree, release, make_vars = resolve_tree(kernel, kernel_dir)
+    files = render_files(spec)
+    c_name = f"{spec.module}.c"
+    key = cache_key(files, tree, release, make_vars)
+    cached = _cache_root() / key
+    out = Path(out_dir)
+    ko_name = f"{spec.module}.ko"
+
+    if use_cache and (cached / ko_name).is_file():
+        say(f"cached build of {spec.module} for {release}")
+        write_files(files, out)
+        shutil.copyfile(cached / ko_name, out / ko_name)
+        warnings = tuple((cached / "warnings.txt").read_text().splitlines()) if (cached / "warnings.txt").exists() else ()
+        return BuiltModule(spec.module, out / ko_name, out, release, tree, True, warnings)
+
+    work = Path(tempfile.mkdtemp(prefix=f"kpg-{spec.module}-"))
+    try:
+        write_files(files, work)
+        command = make_command(tree, work, make_vars)
+        say(f"building {ko_name} for {release}")
+        try:
+            result = sh.Command(command[0])(*command[1:], _err_to_out=True, _tty_out=False,
+                                                            _env={**os.environ, "LC_ALL": "C"})
+            output = str(result)
+        except sh.ErrorReturnCode as exc:
+            output = exc.stdout.decode(errors="replace")
+            diagnostics = explain_compiler_output(output, files[c_name], spec) or output.strip().splitlines()[-8:]
+            raise BuildError(
+                f"Kbuild failed for {spec.source} against {tree} ({release}):\n  " + "\n  ".join(diagnostics[:12])
+            ) from None
+        except sh.CommandNotFound:
+            raise BuildError("`make` is not installed: apt-get install make gcc") from None
+        warnings = tuple(explain_compiler_output(output, files[c_name], spec))
+        if strict and warnings:
+            raise BuildError(f"{spec.source}: the generated C built with warnings:\n  " + "\n  ".join(warnings))
+        if not (work / ko_name).is_file():
+            raise BuildError(f"Kbuild reported success but wrote no {ko_name} in {work}")
+        write_files(files, out)
+        shutil.copyfile(work / ko_name, out / ko_name)
+        if use_cache:
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(cached.parent)))
+            shutil.copyfile(work / ko_name, staging / ko_name)
+            (staging / "warnings.txt").write_text("\n".join(warnings))
+            try:
+                os.replace(staging, cached)
+            except OSError:  # another build of the same key won the race
+                shutil.rmtree(staging, ignore_errors=True)
+        return BuiltModule(spec.module, out / ko_name, out, release, tree, False, warnings, tuple(command))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

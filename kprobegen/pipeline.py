@@ -1,0 +1,104 @@
+"""The whole path from a spec file to counts, as one API: spec → symbols → build → VM → report.
+
+The CLI's `build` and `run` commands and the tests call these; a pytest plugin or a manager
+service can too. Each stage keeps its own module and error type; this only strings them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import LoadError, VMError
+from .spec import Spec, load_spec
+
+Progress = Callable[[str], None]
+
+
+def resolve_kernel(release: str | None):
+    from .kernels import find_kernel
+
+    return find_kernel(release)
+
+
+def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True, progress: Progress | None = None) -> Spec:
+    """Load the spec; expand globs and refuse unknown or blacklisted symbols against the kernel's profile.
+
+    The profile (kallsyms, kprobe blacklist) is captured once per kernel by booting it, then cached.
+    """
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    if kernel is None or not (check_symbols or spec.has_globs):
+        return spec
+    from .symbols import load_profile
+
+    profile = load_profile(kernel, progress=progress)
+    if spec.has_globs:
+        spec = spec.expand(profile.expand)
+    if check_symbols:
+        for hook in spec.hooks:
+            profile.check(hook.symbol)
+    return spec
+
+
+@dataclass
+class SpecRun:
+    """One spec run in a VM: the build, the VM run, and the parsed results."""
+
+    spec: Spec
+    built: object          # kbuild.BuiltModule
+    run: object            # vm.Run
+    results: list          # report.Results of this module (latest complete report)
+
+    def to_json(self) -> dict:
+        from .report import results_json
+
+        out = results_json(self.results)
+        out["exit_code"] = self.run.exit_code
+        out["accel"] = self.run.accel
+        out["kernel"] = self.built.kernel_release
+        out["timings"] = {k: round(v, 3) for k, v in self.run.timings.items()}
+        return out
+
+
+def run_spec(
+    spec: Spec | str | Path,
+    cmd: Sequence[str],
+    *,
+    kernel_release: str | None = None,
+    add: Sequence[tuple[Path, str]] = (),
+    timeout: float = 120.0,
+    accel: str = "auto",
+    check_symbols: bool = True,
+    oracles: Sequence = (),
+    progress: Progress | None = None,
+    out_dir: str | Path | None = None,
+) -> SpecRun:
+    """Build the spec's module for a kernel, load it in a disposable VM, run ``cmd``, unload, parse.
+
+    Raises VMError when the guest panics, hangs or loses its output; LoadError when insmod
+    fails (the kernel's reason included; nothing stays loaded: the VM is gone).
+    """
+    from . import vm
+    from .kbuild import build
+    from .report import parse_log
+
+    say = progress or (lambda message: None)
+    kernel = resolve_kernel(kernel_release)
+    spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say)
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix=f"kpg-run-{spec.module}-"))
+    built = build(spec, out, kernel=kernel, progress=say)
+    run = vm.run(kernel, [built.ko], list(cmd), add=list(add), timeout=timeout, accel=accel,
+                 oracles=list(oracles), progress=say)
+    run.raise_for_status()
+    for load in run.loads:
+        if load.insmod_rc != 0:
+            raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.error or 'no reason given'}")
+    say("collecting")
+    results = parse_log(run.kernel_log).results(module=spec.module)
+    return SpecRun(spec, built, run, results)
+
+
+__all__ = ["prepare", "run_spec", "SpecRun", "resolve_kernel", "VMError"]
