@@ -1,0 +1,496 @@
+"""SystemTap and bpftrace scripts that do what a spec's kernel module does.
+
+Beside ``<module>.c`` kprobegen writes ``<module>.stp`` and ``<module>.bt``: the same hooks,
+filters, counters, histograms, limits and reports, written for the two tools that people reach
+for instead of a hand-written module. docs/equivalents.md maps every spec feature to its C,
+SystemTap and bpftrace forms side by side.
+
+Where a tool has no faithful form of a feature, nothing is approximated silently: the feature's
+:class:`Script` carries a warning (also written as a comment at the top of the script) that says
+what differs and what to do. Python decides what each hook needs and builds every expression
+from validated spec values; the templates (``templates/module.stp.j2``, ``module.bt.j2``) only
+lay the pieces out. Strings from the spec that can hold anything (``filter.comm``, the spec's
+path) are escaped for each tool's syntax here and never reach a template raw.
+
+Semantics mirrored from the C module (templates/module.c.j2, docs/report-protocol.md):
+
+- filters: ``pid`` is the thread id, ``tgid`` the process id, ``comm`` exact, comparisons on
+  argN / retval ANDed and made on signed 64-bit values. For a kretprobe, the task and argument
+  filters apply at function entry (the C entry handler), the retval filter at return.
+- a hit is counted after the filter, up to ``limits.max_hits``; keyed counts and histograms
+  are updated for every counted hit; latency is ns from entry to return.
+- reports: every ``report.interval_ms`` (cumulative) and at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import jinja2
+
+from . import __version__
+from .errors import RenderError
+from .spec import S64_MAX, S64_MIN, Hook, Spec
+
+__all__ = ["Script", "render_stap", "render_bpftrace", "stap_string", "bpftrace_string", "comment_text"]
+
+# SystemTap's runtime keeps linear histogram bounds in a C ``int`` and has at most
+# STP_MAX_BUCKETS (128, runtime/stat.h) buckets including underflow and overflow.
+STAP_INT_MIN, STAP_INT_MAX = -(1 << 31), (1 << 31) - 1
+STAP_MAX_BUCKETS = 128
+# bpftrace 0.17: lhist() needs min >= 0 and at most 1000 buckets (the spec allows 1000).
+BPFTRACE_MAP_KEYS_MAX_DEFAULT = 4096
+
+
+@dataclass(frozen=True)
+class Script:
+    """One rendered script. ``text`` is deterministic: the same spec gives the same bytes."""
+
+    text: str
+    # Features of the spec with no faithful form in this tool (also comments at the top).
+    warnings: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Escaping: every string from the spec that can hold anything passes through one of these.
+
+# Bytes written as themselves inside a string literal; everything else is a 3-digit octal
+# escape (both stap, which copies literals into C, and bpftrace's lexer read \ooo). No quote,
+# backslash, '%', '?' (C trigraphs), '$' or '@' ever appears raw.
+_STRING_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,:;-+/()[]<>=!#")
+
+
+def _string_literal(value: str | bytes) -> str:
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if b"\0" in data:
+        raise RenderError(f"a NUL byte cannot be in a script string ({data!r}); the spec check should have refused it")
+    return '"' + "".join(chr(b) if b in _STRING_SAFE else f"\\{b:03o}" for b in data) + '"'
+
+
+def stap_string(value: str | bytes) -> str:
+    """A SystemTap string literal holding exactly these bytes."""
+    return _string_literal(value)
+
+
+def bpftrace_string(value: str | bytes) -> str:
+    """A bpftrace string literal holding exactly these bytes."""
+    return _string_literal(value)
+
+
+def comment_text(value: str) -> str:
+    """Text safe on one ``#`` (stap) or ``//`` (bpftrace) comment line: printable ASCII, no
+    backslash (a line splice in C-like lexers), no comment terminators; the rest becomes '?'."""
+    text = "".join(ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in str(value))
+    return text.replace("*/", "*?").replace("/*", "?*")
+
+
+def int_literal(value: int) -> str:
+    """A signed 64-bit integer for either tool; S64_MIN cannot be a negated literal."""
+    if isinstance(value, bool) or not isinstance(value, int) or not S64_MIN <= value <= S64_MAX:
+        raise RenderError(f"{value!r} is not a signed 64-bit integer")
+    if value == S64_MIN:
+        return f"({S64_MIN + 1} - 1)"
+    return f"({value})" if value < 0 else str(value)
+
+
+_SYMBOL = re.compile(r"^[A-Za-z0-9_.*?\[\]]+$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_names(spec: Spec) -> None:
+    # Re-checked here because these reach the scripts unescaped (probe points, map names).
+    if not _IDENT.match(spec.module):
+        raise RenderError(f"module name {spec.module!r} is not an identifier")
+    for hook in spec.hooks:
+        if not _IDENT.match(hook.hook_name) or not _SYMBOL.match(hook.symbol):
+            raise RenderError(f"hook {hook.hook_name!r} / symbol {hook.symbol!r} is not a valid name")
+
+
+# --------------------------------------------------------------------------------------------
+# The Jinja environment: the lead's (kprobegen.render) when it is there, else the same settings.
+
+
+def _environment() -> jinja2.Environment:
+    try:
+        from .render import environment
+    except ImportError:  # pragma: no cover - render.py landed in the same session
+        from pathlib import Path
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent.parent / "templates")),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+    else:
+        env = environment()
+    return env
+
+
+def _render(template: str, context: dict) -> str:
+    try:
+        return _environment().get_template(template).render(context)
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"rendering {template} failed (a kprobegen bug): {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# What each hook needs, independent of the tool.
+
+_ARGS = tuple(f"arg{i}" for i in range(6))
+
+
+def _entry_args(hook: Hook) -> list[str]:
+    """Arguments a kretprobe must carry from entry to return (C: kretprobe instance data)."""
+    used = set()
+    if hook.count_by in _ARGS:
+        used.add(hook.count_by)
+    if hook.histogram is not None and hook.histogram.of in _ARGS:
+        used.add(hook.histogram.of)
+    if hook.print is not None:
+        used.update(f for f in hook.print.fields if f in _ARGS)
+    return [a for a in _ARGS if a in used]
+
+
+def _header_lines(spec: Spec, tool: str) -> list[str]:
+    lines = [
+        f"generated by kprobegen {__version__} from {comment_text(spec.source)} \N{EM DASH} do not edit",
+        f"The {tool} equivalent of kernel module {spec.module} (see docs/equivalents.md).",
+    ]
+    if spec.description:
+        lines.append(f"{spec.module}: {comment_text(spec.description)}")
+    return lines
+
+
+def _cmp_conditions(value: str, comparisons) -> list[str]:
+    return [f"{value} {c.op} {int_literal(c.value)}" for c in comparisons]
+
+
+def _glob_warning(hook: Hook) -> str:
+    return (
+        f"hook {hook.hook_name}: symbol pattern {hook.symbol!r} is expanded by the tool at run time and "
+        "every matching function counts into this one hook; the C module has one hook per matching "
+        "symbol (render from the spec expanded against the kernel, as `kprobegen render --kernel` does, "
+        "to get one probe per function)"
+    )
+
+
+def _report_lines_note() -> str:
+    return "not reported by this script: missed (the kernel's nmissed per probe)"
+
+
+# --------------------------------------------------------------------------------------------
+# SystemTap
+
+
+def render_stap(spec: Spec) -> Script:
+    """The SystemTap script equivalent to ``spec``'s module (probe points that need no debuginfo)."""
+    _check_names(spec)
+    warnings: list[str] = []
+    hooks = []
+    for hook in spec.hooks:
+        hooks.append(_stap_hook(spec, hook, warnings))
+    context = {
+        "spec": spec,
+        "header": _header_lines(spec, "SystemTap"),
+        "warnings": [comment_text(w) for w in warnings],
+        "notes": [_report_lines_note()],
+        "hooks": hooks,
+        "active": [h for h in hooks if not h["omitted"]],
+        "interval_ms": spec.report.interval_ms,
+        "module_literal": stap_string(spec.module),
+    }
+    return Script(_render("module.stp.j2", context), tuple(warnings))
+
+
+def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
+    n = hook.hook_name
+    kret = hook.is_kretprobe
+    lim = spec.limits
+    h: dict = {"name": n, "probe": hook.probe, "symbol": hook.symbol, "omitted": False, "omitted_reason": ""}
+    if hook.is_glob:
+        warnings.append(_glob_warning(hook))
+    if hook.offset:
+        reason = (
+            f"hook {n}: offset +{hook.offset} into {hook.symbol} has no SystemTap probe point without "
+            "debuginfo (kprobe.statement takes an absolute address and guru mode, and KASLR moves "
+            "it): this hook is left out of the script"
+        )
+        warnings.append(reason)
+        h.update(omitted=True, omitted_reason=comment_text(reason))
+        return h
+
+    point = f'kprobe.function("{hook.symbol}")'
+    if kret:
+        point += ".return"
+        if lim.maxactive:
+            point += f".maxactive({lim.maxactive})"
+    h["point"] = point
+
+    def arg(name: str) -> str:
+        expr = f"long_arg({int(name[3]) + 1})"  # long_arg() counts from 1; signed long on x86-64
+        return f"@entry({expr})" if kret else expr
+
+    def at_entry(expr: str) -> str:
+        # Task filters of a kretprobe hold at entry in C (the entry handler); @entry keeps
+        # the value per call, so nested and recursive calls pair up like kretprobe instances.
+        return f"@entry({expr})" if kret else expr
+
+    conds = []
+    f = hook.filter
+    if f is not None:
+        if f.pid is not None:
+            conds.append(f"{at_entry('tid()')} == {f.pid}")
+        if f.tgid is not None:
+            conds.append(f"{at_entry('pid()')} == {f.tgid}")
+        if f.comm is not None:
+            conds.append(f"{at_entry('execname()')} == {stap_string(f.comm_bytes)}")
+        for name, comps in hook.comparisons.items():
+            conds.extend(_cmp_conditions("returnval()" if name == "retval" else arg(name), comps))
+    h["conds"] = conds
+    h["max_hits"] = lim.max_hits
+
+    h["key"] = None
+    if hook.count_by:
+        by = hook.count_by
+        expr = {"comm": "execname()", "pid": "tid()", "tgid": "pid()", "cpu": "cpu()", "retval": "returnval()"}.get(by) or arg(by)
+        h["key"] = {"by": by, "expr": expr, "string": by == "comm", "max_keys": lim.max_keys}
+        warnings.append(
+            f"hook {n}: limits.max_keys ({lim.max_keys}) bounds the whole table here (keys beyond are "
+            "counted as dropped), while the C module bounds each CPU's table: with several CPUs the "
+            "module can keep more keys and drop fewer"
+        )
+
+    h["hist"] = None
+    h["latency"] = hook.measures_latency
+    latency = "latency"  # a local set once per hit from @entry(ktime_get_ns()) (see the template)
+    if hook.histogram is not None:
+        hist = hook.histogram
+        value = {"latency": latency, "retval": "returnval()"}.get(hist.of) or arg(hist.of)
+        hd = {"of": hist.of, "scale": hist.scale, "value": value, "unit": "ns" if hist.of == "latency" else "-",
+              "print": f"@hist_log({n}__hist)", "note": ""}
+        if hist.scale == "linear":
+            buckets = hist.linear_buckets
+            stop = hist.max - hist.step  # stap's last regular bucket is [stop, stop + step)
+            label = f"linear min={hist.min} max={hist.max} step={hist.step}"
+            if not all(STAP_INT_MIN <= v <= STAP_INT_MAX for v in (hist.min, stop, hist.step, stop - hist.min)):
+                warnings.append(
+                    f"hook {n}: histogram ({label}): SystemTap's runtime keeps @hist_linear bounds in a "
+                    "32-bit int; these do not fit, so only count/sum/min/max are printed"
+                )
+                hd["print"] = None
+            else:
+                hd["print"] = f"@hist_linear({n}__hist, {hist.min}, {stop}, {hist.step})"
+                if buckets + 2 > STAP_MAX_BUCKETS:
+                    warnings.append(
+                        f"hook {n}: histogram ({label}) has {buckets} buckets; SystemTap allows "
+                        f"{STAP_MAX_BUCKETS - 2} unless run as `stap -DSTP_MAX_BUCKETS={buckets + 2} ...` "
+                        "(without it stap prints no histogram)"
+                    )
+        h["hist"] = hd
+
+    h["print"] = None
+    if hook.print is not None:
+        p = hook.print
+        fields = []
+        for fld in p.fields:
+            if fld == "latency":
+                fields.append(("latency_ns", latency))
+            elif fld == "retval":
+                fields.append(("retval", "returnval()"))
+            else:
+                fields.append((fld, arg(fld)))
+        h["print"] = {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
+    h["globals"] = _stap_globals(h)
+    return h
+
+
+def _stap_globals(h: dict) -> list[str]:
+    n = h["name"]
+    out = [f"{n}__hits"]
+    if h["max_hits"]:
+        out += [f"{n}__taken", f"{n}__disarmed"]
+    if h["key"]:
+        out += [f"{n}__by[{h['key']['max_keys']}]", f"{n}__keys", f"{n}__dropped"]
+    if h["hist"]:
+        out += [f"{n}__hist"]
+    if h["print"]:
+        out += [f"{n}__window", f"{n}__printed"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# bpftrace
+
+
+def _bt_symbol(hook: Hook, warnings: list[str]) -> str:
+    symbol = hook.symbol
+    if hook.is_glob:
+        warnings.append(_glob_warning(hook))
+        if any(c in symbol for c in "?["):
+            # bpftrace 0.17 understands only '*' in probe names.
+            wider = re.sub(r"\[[^\]]*\]|\?", "*", symbol)
+            warnings.append(
+                f"hook {hook.hook_name}: bpftrace matches probe names with '*' only, so {symbol!r} "
+                f"is written {wider!r}, which can match more functions"
+            )
+            symbol = wider
+        return symbol
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", symbol):
+        return symbol
+    return f'"{symbol}"'  # suffixed symbols such as vfs_read.isra.0 are quoted
+
+
+def render_bpftrace(spec: Spec) -> Script:
+    """The bpftrace script equivalent to ``spec``'s module (kprobe:/kretprobe: probes and maps)."""
+    _check_names(spec)
+    warnings: list[str] = []
+    hooks = [_bt_hook(spec, hook, warnings) for hook in spec.hooks]
+    if spec.limits.maxactive and spec.kretprobes:
+        warnings.append(
+            f"limits.maxactive ({spec.limits.maxactive}): bpftrace 0.17 cannot set a kretprobe's maxactive; "
+            "its kretprobes use the kernel's default number of instances"
+        )
+    context = {
+        "spec": spec,
+        "header": _header_lines(spec, "bpftrace"),
+        "warnings": [comment_text(w) for w in warnings],
+        "notes": [_report_lines_note()],
+        "hooks": hooks,
+        "interval_ms": spec.report.interval_ms,
+        "module_literal": bpftrace_string(spec.module),
+    }
+    return Script(_render("module.bt.j2", context), tuple(warnings))
+
+
+def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
+    n = hook.hook_name
+    kret = hook.is_kretprobe
+    lim = spec.limits
+    h: dict = {"name": n, "probe": hook.probe, "symbol": hook.symbol, "kret": kret}
+    symbol = _bt_symbol(hook, warnings)
+    h["entry_point"] = f"kprobe:{symbol}" + (f"+{hook.offset}" if hook.offset else "")
+    h["return_point"] = f"kretprobe:{symbol}"
+
+    f = hook.filter
+    task = []
+    if f is not None:
+        if f.pid is not None:
+            task.append(f"tid == {f.pid}")
+        if f.tgid is not None:
+            task.append(f"pid == {f.tgid}")
+        if f.comm is not None:
+            task.append(f"comm == {bpftrace_string(f.comm_bytes)}")
+    comps = hook.comparisons
+    entry_args = _entry_args(hook) if kret else []
+    arg_conds = [c for name, cs in comps.items() if name != "retval"
+                 for c in _cmp_conditions(f"(int64){name}", cs)]
+    ret_conds = _cmp_conditions("(int64)retval", comps.get("retval", ()))
+
+    def arg(name: str) -> str:
+        return f"${name}" if kret else f"(int64){name}"
+
+    # A kretprobe that needs entry (a task or argument filter, arguments, latency) gets a
+    # kprobe that pushes one frame per call onto a per-thread stack: @N__depth[tid] is the
+    # depth, @N__entry[tid, depth] the entry time of a call that passed the filter (0 if it
+    # did not). The return pops the frame, so nested and recursive calls pair up the way
+    # kretprobe instances do in C, and a filtered-out call is never counted at its return.
+    needs_entry = kret and bool(task or arg_conds or entry_args or hook.measures_latency)
+    h["needs_entry"] = needs_entry
+    h["entry_conds"] = task + arg_conds if needs_entry else []
+    h["entry_args"] = entry_args
+    if kret:
+        h["predicate"] = [] if needs_entry else task + ret_conds
+        h["ret_conds"] = ret_conds if needs_entry else []
+    else:
+        h["predicate"] = task + arg_conds
+        h["ret_conds"] = []
+    h["latency"] = hook.measures_latency
+
+    h["max_hits"] = lim.max_hits
+    if lim.max_hits:
+        warnings.append(
+            f"hook {n}: limits.max_hits ({lim.max_hits}) is checked with a plain map counter, which "
+            "bpftrace does not update atomically: hits racing on several CPUs can pass the limit by a "
+            "few (C uses an atomic counter and then disarms the probe)"
+        )
+
+    h["key"] = None
+    if hook.count_by:
+        by = hook.count_by
+        expr = {"comm": "comm", "pid": "tid", "tgid": "pid", "cpu": "cpu", "retval": "(int64)retval"}.get(by) or arg(by)
+        h["key"] = {"by": by, "expr": expr}
+        warnings.append(
+            f"hook {n}: limits.max_keys ({lim.max_keys}) has no bpftrace form: a map is bounded only by "
+            f"BPFTRACE_MAP_KEYS_MAX (default {BPFTRACE_MAP_KEYS_MAX_DEFAULT}, for every map), and keys "
+            "beyond it are lost without a dropped count"
+        )
+
+    h["hist"] = None
+    if hook.histogram is not None:
+        hist = hook.histogram
+        value = {"latency": "$latency", "retval": "(int64)retval"}.get(hist.of) or arg(hist.of)
+        hd = {"of": hist.of, "scale": hist.scale, "value": value, "call": f"hist({value})", "shift": 0}
+        if hist.scale == "linear":
+            label = f"linear min={hist.min} max={hist.max} step={hist.step}"
+            if hist.min >= 0:
+                hd["call"] = f"lhist({value}, {hist.min}, {hist.max}, {hist.step})"
+            elif hist.max - hist.min > S64_MAX:
+                warnings.append(
+                    f"hook {n}: histogram ({label}): bpftrace's lhist() needs min >= 0 and its range "
+                    "(max - min) does not fit in 64 bits, so only count/sum/min/max are printed"
+                )
+                hd["call"] = None
+            else:
+                span = hist.max - hist.min
+                # Values below min go to lhist's underflow bucket (-1), values at or above max to
+                # its overflow bucket (span); the rest are shifted by -min, which cannot overflow.
+                shifted = (f"({value} < {int_literal(hist.min)} ? -1 : ({value} >= {int_literal(hist.max)} ? "
+                           f"{span} : {value} - {int_literal(hist.min)}))")
+                hd["call"] = f"lhist({shifted}, 0, {span}, {hist.step})"
+                hd["shift"] = hist.min
+                warnings.append(
+                    f"hook {n}: histogram ({label}): bpftrace's lhist() needs min >= 0, so values are "
+                    f"counted shifted by {-hist.min}: add {hist.min} to every printed bucket bound "
+                    "(the counts are exact)"
+                )
+        h["hist"] = hd
+
+    h["print"] = None
+    if hook.print is not None:
+        p = hook.print
+        fields = []
+        for fld in p.fields:
+            if fld == "latency":
+                fields.append(("latency_ns", "$latency"))
+            elif fld == "retval":
+                fields.append(("retval", "(int64)retval"))
+            else:
+                fields.append((fld, arg(fld)))
+        h["print"] = {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
+        warnings.append(
+            f"hook {n}: print rate limit ({p.burst} per {p.interval_ms} ms) uses plain map counters, "
+            "which bpftrace does not update atomically: CPUs racing can print a few more events"
+        )
+    h["maps"] = _bt_maps(h)
+    return h
+
+
+def _bt_maps(h: dict) -> list[str]:
+    """Every map of a hook, to clear in END (bpftrace prints maps left at exit)."""
+    n = h["name"]
+    out = [f"@{n}__hits"]
+    if h["needs_entry"]:
+        out += [f"@{n}__depth", f"@{n}__entry"] + [f"@{n}__{a}" for a in h["entry_args"]]
+    if h["max_hits"]:
+        out += [f"@{n}__taken", f"@{n}__disarmed"]
+    if h["key"]:
+        out += [f"@{n}__by"]
+    if h["hist"]:
+        out += ([f"@{n}__hist"] if h["hist"]["call"] else []) + [f"@{n}__stats", f"@{n}__min", f"@{n}__max"]
+    if h["print"]:
+        out += [f"@{n}__window", f"@{n}__printed"]
+    return out
