@@ -1,0 +1,83 @@
+"""Fixtures for the VM tests: the kernel, qemu, and hand-written modules built with Kbuild.
+
+These tests boot real kernels under qemu. Where qemu, busybox-static or the cloud kernel and its
+headers are missing they are skipped with a message that says what to install -- except when
+the CI environment variable is set: CI installs all of them (.ci/run), so there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HANDMADE = Path(__file__).resolve().parents[1] / "data" / "handmade"
+ENABLE = ("install them with: apt-get install qemu-system-x86 busybox-static "
+          "linux-image-cloud-amd64 linux-headers-cloud-amd64 make gcc-12")
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip (fail under CI) unless ``ok``."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} -- CI must provide it (.ci/run)")
+    pytest.skip(f"{what}; to enable these tests, {ENABLE}")
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    from kprobegen.errors import KernelError
+    from kprobegen.vm import resolve_kernel
+    from kprobegen.vm.initramfs import find_busybox
+    from kprobegen.errors import VMError
+
+    require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 not found")
+    try:
+        find_busybox()
+    except VMError as e:
+        require(False, str(e))
+    try:
+        k = resolve_kernel(None)
+    except KernelError as e:
+        require(False, f"no kernel to boot ({e})")
+    require(Path(k.image).is_file(), f"kernel image {k.image} missing")
+    return k
+
+
+@pytest.fixture(scope="session")
+def kernel_tree(kernel):
+    require(kernel.build_dir is not None and Path(kernel.build_dir).is_dir(),
+            f"no Kbuild tree for {kernel.release}")
+    require(shutil.which("make") is not None, "make not found")
+    return Path(kernel.build_dir)
+
+
+@pytest.fixture(scope="session")
+def handmade(kernel_tree, tmp_path_factory) -> dict[str, Path]:
+    """The hand-written test modules of tests/data/handmade, built with plain Kbuild."""
+    out = tmp_path_factory.mktemp("handmade")
+    for f in HANDMADE.iterdir():
+        if f.suffix == ".c" or f.name == "Kbuild":
+            shutil.copy(f, out / f.name)
+    proc = subprocess.run(["make", "-C", str(kernel_tree), f"M={out}", "modules"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"Kbuild failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return {p.stem: p for p in out.glob("*.ko")}
+
+
+def qemu_processes_with(needle: str) -> list[int]:
+    """PIDs whose command line contains ``needle`` (to check that a run's qemu is gone)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle.encode() in cmd:
+                pids.append(int(d.name))
+    return pids
