@@ -429,7 +429,7 @@ def debian_mirror(sources: list[AptSource] | None = None, codename: str | None =
     if codename is None:
         codename = _os_codename()
     debs = [s for s in sources if "deb" in s.types and "main" in s.components and s.uris]
-    for wanted in ([codename] if codename else []) + [None]:
+    for wanted in ([codename] if codename in _DEBIAN_CODENAMES else []) + [None]:
         for s in debs:
             for suite in s.suites:
                 if (suite == wanted) if wanted else (suite in _DEBIAN_CODENAMES):
@@ -676,6 +676,10 @@ def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False,
                                   f"or usr/src/linux-headers-{release}/Makefile")
             _say(progress, f"{suite}: fixing the headers' absolute links")
             _relativise_links(tmp)
+            if not (tmp / "lib").exists() and (tmp / "usr" / "lib").is_dir():
+                # trixie's packages are merged-/usr (usr/lib/modules/...): lay the tree out like
+                # a merged-/usr root, where /lib -> usr/lib, so lib/modules/<release> works too
+                os.symlink("usr/lib", tmp / "lib")
             _fix_top_makefile(root, build)  # names the final root, which tmp becomes below
             (tmp / META_NAME).write_text(json.dumps({
                 "release": release,
