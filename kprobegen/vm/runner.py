@@ -8,7 +8,7 @@ The output protocol: every line the guest's /init writes to ttyS1 is ``KPG <nonc
 with a fresh random nonce per run; a line without it is ignored. Tags:
 
     BOOT t                       /init started (t = guest uptime, seconds)
-    STAGE name t                 loading | running | collecting | unloading | reporting
+    STAGE name t                 loading | running | unloading | collecting
     INSMOD name rc               one per module tried, in order
     RMMOD name rc                one per loaded module, in reverse order
     EXIT rc                      the workload's exit code
@@ -106,6 +106,8 @@ class Run:
     leftover_kprobes: list[str] = field(default_factory=list)
     #: extra kernel log forms when asked for (log_forms=True): "dmesg_r", "kmsg"
     log_forms: dict[str, str] = field(default_factory=dict)
+    #: oracles the kernel refused (kprobe_events write failed: unknown or blacklisted symbol)
+    oracle_errors: list[str] = field(default_factory=list)
     #: why the status is not ok, in one line (empty when ok)
     reason: str = ""
     argv: list[str] = field(default_factory=list)
@@ -286,7 +288,7 @@ class _Session:
     kvm_probe: float | None = None
 
 
-_PROGRESS = {"loading": "loading", "running": "running", "collecting": "collecting"}
+_PROGRESS = {"loading": "loading", "running": "running", "unloading": "collecting"}
 
 
 def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str,
@@ -538,7 +540,7 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         elif tag == "ORACLE" and len(args) == 3 and args[0] in by_event:
             oracle[by_event[args[0]]] = (int(args[1]), int(args[2]))
         elif tag == "ORACLE_ERR":
-            oracle_errors.append(args[0] if args else "?")
+            oracle_errors.append(by_event.get(args[0], args[0]) if args else "?")
     kernel_log = text("dmesg")
     status, reason = s.status, s.reason
     if status == "ok":
@@ -546,8 +548,6 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         if bad:
             status = "panic" if any(_PANIC_RE.search(ln) for ln in bad) else "oops"
             reason = bad[0].strip()
-        elif oracle_errors:
-            status, reason = "lost", f"oracle kprobe(s) {', '.join(oracle_errors)} could not be created"
     tail_lines = _console_lines(s.console)[-50:]
     console_tail = "\n".join(tail_lines)
     if status != "ok" and not reason:
@@ -558,10 +558,9 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         "initramfs": round(t_ir, 3),
         "boot": span("start", "BOOT"),
         "load": span("loading", "running"),
-        "workload": span("running", "collecting"),
-        "unload": span("unloading", "reporting"),
-        "collect": (round((m["unloading"] - m["collecting"]) + (m["DONE"] - m["reporting"]), 3)
-                    if all(k in m for k in ("collecting", "unloading", "reporting", "DONE")) else None),
+        "workload": span("running", "unloading"),
+        "unload": span("unloading", "collecting"),
+        "collect": span("collecting", "DONE"),
         "shutdown": span("DONE", "exit"),
         "total": round(time.monotonic() - t0, 3),
     }
@@ -575,7 +574,7 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         leftover_modules=[ln.split(" ")[0] for ln in text("modules_after").splitlines() if ln.strip()],
         leftover_kprobes=[ln for ln in text("kprobes_after").splitlines() if ln.strip()],
         log_forms={k: text(k) for k in ("dmesg_r", "kmsg") if k in s.blobs},
-        reason=reason, argv=s.argv,
+        oracle_errors=oracle_errors, reason=reason, argv=s.argv,
     )
 
 
