@@ -39,11 +39,17 @@ class BuiltModule:
 
 
 def tree_release(kernel_dir: Path) -> str:
-    """The release a Kbuild tree builds for (include/config/kernel.release)."""
+    """The release a Kbuild tree builds for, as vermagic will say it.
+
+    include/generated/utsrelease.h, not include/config/kernel.release: Debian's header packages
+    carry the upstream version there ("6.1.192"), not the package release ("6.1.0-56-cloud-amd64").
+    """
     try:
-        return (kernel_dir / "include" / "config" / "kernel.release").read_text().strip()
+        text = (kernel_dir / "include" / "generated" / "utsrelease.h").read_text()
     except OSError:
         return ""
+    match = re.search(r'#define UTS_RELEASE "([^"]+)"', text)
+    return match.group(1) if match else ""
 
 
 def make_command(kernel_dir: Path, module_dir: Path, make_vars: dict[str, str] | None = None) -> list[str]:

@@ -92,13 +92,26 @@ def _context(spec: Spec) -> dict:
     return {"spec": spec, "source_name": Path(spec.source).name}
 
 
+def tidy_c(text: str) -> str:
+    """Blank lines left by template conditionals: at most one in a row, none after "{" or before "}"."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            if not out or not out[-1].strip() or out[-1].rstrip().endswith("{"):
+                continue
+        elif line.strip().startswith("}") and out and not out[-1].strip():
+            out.pop()
+        out.append(line)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
 def render_files(spec: Spec) -> dict[str, str]:
     """File name → content, for everything generated from one spec. Deterministic."""
     env = environment()
     context = _context(spec)
     try:
         files = {
-            f"{spec.module}.c": env.get_template("module.c.j2").render(context),
+            f"{spec.module}.c": tidy_c(env.get_template("module.c.j2").render(context)),
             "Makefile": env.get_template("Makefile.j2").render(context),
         }
     except jinja2.TemplateError as exc:

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests that need a kernel tree or qemu skip with a reason that says how to
+enable them, except in CI (CI=true), where a missing prerequisite is a failure of the setup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODULES = REPO / "modules"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, how: str) -> None:
+    """Skip (or, in CI, fail) when a prerequisite is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {how}")
+    pytest.skip(how)
+
+
+@pytest.fixture(scope="session")
+def kernel_61():
+    """The installed Debian 12 cloud kernel (image + headers)."""
+    from kprobegen.errors import KernelError
+    from kprobegen.kernels import find_kernel
+
+    try:
+        kernel = find_kernel(None)
+    except KernelError as exc:
+        require(False, f"{exc} (setup: apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64)")
+    require(kernel.build_dir is not None, "apt-get install linux-headers-cloud-amd64")
+    require(shutil.which("make") is not None, "apt-get install make gcc")
+    return kernel
+
+
+@pytest.fixture(scope="session")
+def example_specs():
+    return sorted(MODULES.glob("*.yaml"))
