@@ -283,6 +283,10 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
         save_raw_profile(kernel.release, raw)
         if progress:
             progress(f"kernel profile of {kernel.release} cached in {pdir}")
+    stamp = tuple(_stamp(pdir / f"{n}.gz") for n in RAW_NAMES)
+    memo_key = (str(pdir), stamp, str(kernel.config))
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
     raw = {}
     for name in RAW_NAMES:
         f = pdir / f"{name}.gz"
@@ -294,7 +298,24 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
                                   "and capture it again") from None
     if not raw.get("config") and kernel.config is not None:
         raw["config"] = kernel.config.read_bytes()
-    return profile_from_raw(kernel.release, raw)
+    profile = profile_from_raw(kernel.release, raw)
+    if len(_MEMO) >= 4:
+        _MEMO.clear()
+    _MEMO[memo_key] = profile
+    return profile
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+# Parsed profiles of this process, keyed by cache folder + file mtimes (parsing 150,000
+# kallsyms lines takes a few tenths of a second; a CLI run may ask several times).
+_MEMO: dict[tuple, Profile] = {}
 
 
 def save_raw_profile(release: str, raw: Mapping[str, bytes | str]) -> Path:
