@@ -166,8 +166,6 @@ def cmd_run(args) -> int:
     from .report import format_results
 
     cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
     if not cmd:
         raise KprobegenError("no workload given: put the command after --, e.g. kprobegen run spec.yaml -- sync")
     if args.host:
@@ -299,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=Path, help="keep the built module and sources in this folder")
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--json", action="store_true", help="results as JSON, with the workload's exit_code")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]: the workload, run in the guest")
+    p.add_argument("cmd", nargs="*", help="-- CMD [ARGS...]: the workload, run in the guest")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("kernels", help="kernels to build for and boot")
@@ -315,7 +313,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the workload, verbatim (argparse's REMAINDER would
+    # also swallow options such as --json written between the spec and the "--").
+    workload: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, workload = argv[:at], argv[at + 1:]
     args = parser().parse_args(argv)
+    if hasattr(args, "cmd"):
+        args.cmd = list(args.cmd) + workload
     try:
         return args.func(args)
     except KprobegenError as exc:

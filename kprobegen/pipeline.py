@@ -53,9 +53,9 @@ class SpecRun:
     results: list          # report.Results of this module (latest complete report)
 
     def to_json(self) -> dict:
-        from .report import results_json
-
-        out = results_json(self.results)
+        """The module's report in the documented results shape (docs/results.md), plus the run."""
+        (results,) = self.results
+        out = results.to_json()
         out["exit_code"] = self.run.exit_code
         out["accel"] = self.run.accel
         out["kernel"] = self.built.kernel_release

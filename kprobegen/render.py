@@ -8,6 +8,7 @@ range-checked and spelled with a type suffix.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -68,7 +69,9 @@ def make_escape(value: str) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
+    """The one Jinja environment (templates compile once per process)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,

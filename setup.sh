@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up kprobegen on Debian 12 (bookworm) and run the main job on an example:
+# build modules/sync_counter.yaml for Debian's 6.1 cloud kernel, boot it in a disposable
+# qemu VM, load the module, run `sync` three times, and print the exact counts.
+#
+#   ./setup.sh              everything, then the example run
+#   ./setup.sh --no-demo    everything but the example run (what .ci/run uses)
+set -euo pipefail
+cd "$(dirname "$0")"
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+# The kernel kprobegen builds for and boots by default, and its headers; the VM (qemu,
+# busybox-static for the initramfs); Kbuild's needs (make, gcc, bc, flex, bison, libelf,
+# pahole for module BTF); kmod for modinfo; SystemTap and bpftrace to check the equivalent
+# scripts; python3-venv for the virtual environment.
+PACKAGES=(
+  linux-image-cloud-amd64 linux-headers-cloud-amd64
+  qemu-system-x86 busybox-static cpio kmod
+  make gcc bc flex bison libelf-dev dwarves zstd xz-utils
+  systemtap bpftrace
+  python3 python3-venv python3-pip ca-certificates
+)
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+
+if [ "${1:-}" != "--no-demo" ]; then
+  echo "+ .venv/bin/kprobegen run modules/sync_counter.yaml -- sh -c 'sync; sync; sync'"
+  .venv/bin/kprobegen run modules/sync_counter.yaml -- sh -c 'sync; sync; sync'
+fi
