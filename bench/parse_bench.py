@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Benchmark the report parser: report lines per second on one core.
+
+Generates two 1,000,000-line raw-dmesg logs — one where 1% of the lines are report lines,
+one where every line is — and times:
+
+  parse_log            scan + instances + framing + structure checks of every frame
+  + results()          the default result (latest complete report per module)
+  + results(all=True)  every report as Results (the time series)
+
+Usage: python3 bench/parse_bench.py [--lines N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from kprobegen.report import parse_log  # noqa: E402
+
+NOISE = [
+    "virtio_net virtio0 enp0s2: renamed from eth0",
+    "EXT4-fs (vda1): mounted filesystem with ordered data mode. Quota mode: none.",
+    "audit: type=1400 audit(1700000000.123:45): apparmor=\"STATUS\" operation=\"profile_load\"",
+    "systemd[1]: Started Journal Service.",
+    "IPv6: ADDRCONF(NETDEV_CHANGE): enp0s2: link becomes ready",
+    "random: crng init done",
+    "kprobegen_helper: loading out-of-tree module taints kernel.",
+]
+
+
+def frame_lines(module: str, seq: int, report: int, rng: random.Random) -> tuple[list[str], int]:
+    """One interval report of a 3-hook module: 20 comm keys, a 12-bucket log2 histogram."""
+    body = []
+    keys = 20
+    counts = [rng.randrange(1, 10**6) for _ in range(keys)]
+    body.append(f"hook name=open probe=kprobe symbol=do_sys_openat2 hits={sum(counts)} missed=0 "
+                f"dropped=0 disarmed=0 by=comm keys={keys} hist=0")
+    for i, c in enumerate(counts):
+        body.append(f"key hook=open key=worker\\x20{i} count={c}")
+    buckets = [rng.randrange(1, 10**5) for _ in range(12)]
+    body.append(f"hook name=read probe=kretprobe symbol=vfs_read hits={sum(buckets)} missed=2 "
+                f"dropped=0 disarmed=0 by=- keys=0 hist=1")
+    body.append(f"hist hook=read of=latency scale=log2 unit=ns count={sum(buckets)} "
+                f"sum={sum(buckets) * 1500} min=300 max=900000 buckets=12")
+    for i, c in enumerate(buckets):
+        body.append(f"bucket hook=read low={256 << i} high={512 << i} count={c}")
+    body.append("hook name=sync probe=kprobe symbol=ksys_sync hits=3 missed=0 dropped=0 "
+                "disarmed=0 by=- keys=0 hist=0")
+    lines = [f"begin report={report} reason=interval ts_ns={1000000000 + report * 1000} "
+             f"lines={len(body)}"] + body + [f"end report={report} lines={len(body)}"]
+    out = [f"kprobegen/1 {module} {seq + i} {text}" for i, text in enumerate(lines)]
+    return out, seq + len(lines)
+
+
+def make_log(total: int, fraction: float, seed: int = 1) -> tuple[str, int]:
+    rng = random.Random(seed)
+    modules = {"bench_a": [0, 0], "bench_b": [0, 0]}     # next SEQ, next report
+    pending: list[str] = []
+    out = []
+    nreport = 0
+    t = 0
+    for name, state in modules.items():
+        pending.append(f"kprobegen/1 {name} 0 load kernel=6.1.0-56-cloud-amd64 hooks=3 protocol=1")
+        state[0] = 1
+    acc = 0.0
+    names = list(modules)
+    while len(out) < total:
+        t += 137
+        acc += fraction
+        if acc >= 1.0:
+            acc -= 1.0
+            if not pending:
+                name = names[rng.randrange(len(names))]
+                state = modules[name]
+                pending, state[0] = frame_lines(name, state[0], state[1], rng)
+                state[1] += 1
+            text = pending.pop(0)
+            nreport += 1
+        else:
+            text = NOISE[rng.randrange(len(NOISE))]
+        out.append(f"[{t // 1000000:5d}.{t % 1000000:06d}] {text}")
+    return "\n".join(out) + "\n", nreport
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, best of {args.repeat}")
+    for fraction in (0.01, 1.0):
+        text, nreport = make_log(args.lines, fraction)
+        mb = len(text) / 1e6
+        p = parse_log(text)
+        nframes = len(p.frames)
+        incomplete = sum(not f.complete for f in p.frames)
+        assert incomplete <= len({f.module for f in p.frames}), "only the cut last frames may be incomplete"
+        t_parse = best(lambda: parse_log(text), args.repeat)
+        t_default = best(lambda: parse_log(text).results(), args.repeat)
+        t_all = best(lambda: parse_log(text).results(all=True), args.repeat)
+        print(f"\n{fraction:.0%} report lines: {nreport:,} report lines, {nframes:,} frames, "
+              f"{mb:.1f} MB")
+        for what, t in (("parse_log", t_parse), ("parse_log + results()", t_default),
+                        ("parse_log + results(all=True)", t_all)):
+            print(f"  {what:32s} {t:7.3f} s  {nreport / t / 1e6:6.2f} M report lines/s  "
+                  f"{args.lines / t / 1e6:6.2f} M log lines/s")
+
+
+if __name__ == "__main__":
+    main()

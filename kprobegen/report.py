@@ -1,0 +1,781 @@
+"""The report protocol (docs/report-protocol.md, version 1): kernel log → frames → Results.
+
+``parse_log(text)`` finds every ``kprobegen/1`` line in any common form of the kernel log
+(dmesg, dmesg -T, dmesg -r, /dev/kmsg, journalctl -k, syslog), groups the records by module
+and module instance, drops lines seen twice, cuts each instance into report frames and
+checks every frame: a frame is complete only when nothing of it is missing. Incomplete
+frames are kept and marked; they are never repaired. See docs/results.md.
+
+Speed: the log is scanned with ``str.find`` for the prefix (most lines are not ours), a
+record costs one split; field values are converted when a frame is turned into Results.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .errors import ReportError
+from .results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
+                      Results, bytes_to_text, format_histogram, format_results, results_from_json,
+                      results_json, text_to_bytes)
+
+__all__ = ["parse_log", "LogParse", "Frame", "Event", "Record", "Instance", "Results",
+           "HookResult", "Histogram", "Bucket", "format_results", "format_histogram",
+           "results_json", "results_from_json", "bytes_to_text", "text_to_bytes",
+           "ReportError", "PROTOCOL_VERSION", "JSON_VERSION", "unescape"]
+
+PROTOCOL_VERSION = 1
+PREFIX = "kprobegen/"
+_PLEN = len(PREFIX)
+
+FRAME_TYPES = frozenset({"hook", "key", "hist", "bucket"})
+KNOWN_TYPES = frozenset({"load", "error", "begin", "hook", "key", "hist", "bucket", "end",
+                         "event"})
+
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# /dev/kmsg: "PRI,SEQ,TS_USEC,FLAGS[,more];TEXT"
+_KMSG_HEADER_RE = re.compile(r"\d+,\d+,\d+,[^;]*;")
+_KMSG_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
+# an escaped value: printable ASCII except '"', '=' and '\', or \xHH
+_ESCAPED_RE = re.compile(r'(?:[!#-<>-\[\]-~]|\\x[0-9a-fA-F]{2})*')
+
+
+class Record(NamedTuple):
+    """One protocol line: its SEQ, record type, the raw ``key=value`` text and its log line."""
+
+    seq: int
+    type: str
+    fields: str
+    line: int
+
+
+def unescape(value: str) -> bytes:
+    """Decode an escaped protocol value (``\\xHH`` escapes) to bytes; ValueError if invalid."""
+    if "\\" not in value:
+        if not value.isascii() or not _ESCAPED_RE.fullmatch(value):
+            raise ValueError(f"unescaped byte in {value!r}")
+        return value.encode("ascii")
+    if not _ESCAPED_RE.fullmatch(value):
+        raise ValueError(f"bad escape or unescaped byte in {value!r}")
+    parts = value.split("\\x")
+    out = bytearray(parts[0].encode("ascii"))
+    for part in parts[1:]:
+        out.append(int(part[:2], 16))
+        out += part[2:].encode("ascii")
+    return bytes(out)
+
+
+def _fields(text: str) -> dict[str, str]:
+    """``a=1 b=2`` → {"a": "1", "b": "2"}; ValueError unless every token is KEY=VALUE."""
+    if not text:
+        return {}
+    if text.count("=") != text.count(" ") + 1:
+        raise ValueError("fields are not KEY=VALUE separated by single spaces")
+    it = iter(text.replace("=", " ").split(" "))
+    return dict(zip(it, it))
+
+
+def _uint(value: str) -> int:
+    if value.isdigit() and value.isascii():
+        return int(value)
+    raise ValueError(f"{value!r} is not an unsigned decimal")
+
+
+def _int(value: str) -> int:
+    digits = value[1:] if value[:1] == "-" else value
+    if digits.isdigit() and digits.isascii():
+        return int(value)
+    raise ValueError(f"{value!r} is not a decimal integer")
+
+
+def _bound(value: str) -> int | None:
+    if value == "-inf" or value == "inf":
+        return None
+    return _int(value)
+
+
+def _flag(value: str) -> bool:
+    if value == "0" or value == "1":
+        return value == "1"
+    raise ValueError(f"{value!r} is not 0 or 1")
+
+
+def _need(d: dict[str, str], *keys: str) -> list[str]:
+    try:
+        return [d[k] for k in keys]
+    except KeyError as e:
+        raise ValueError(f"field {e.args[0]}= is missing") from None
+
+
+def _kernel(value: str) -> str:
+    """``kernel=`` is a utsname release; decode escapes if a writer escaped it."""
+    if "\\" in value:
+        try:
+            return unescape(value).decode("utf-8", "surrogateescape")
+        except ValueError:
+            pass
+    return value
+
+
+# ------------------------------------------------------------------ public model
+
+@dataclass
+class Event:
+    """An ``event`` record (``print:`` in the spec): one rate-limited hit."""
+
+    module: str
+    instance: int
+    seq: int
+    hook: str
+    pid: int
+    tgid: int
+    cpu: int
+    comm: bytes
+    values: dict[str, int]      # arg0.., retval, latency_ns — whatever the hook printed
+    line: int
+
+
+@dataclass
+class LoadFailure:
+    """An ``error`` record: registering a hook failed and the module did not load."""
+
+    module: str
+    instance: int
+    hook: str
+    symbol: str
+    err: int
+    line: int
+
+    def __str__(self) -> str:
+        return (f"{self.module} failed to load: hook {self.hook} (symbol {self.symbol}) "
+                f"register returned {self.err}")
+
+
+@dataclass
+class Instance:
+    """One load of a module: the records between its SEQ 0 and its unload, as seen."""
+
+    module: str
+    index: int                      # 0, 1, … in order of first appearance in the log
+    records: dict[int, Record] = field(repr=False)  # SEQ → record (duplicates dropped)
+    first_line: int
+    kernel: str | None = None
+    hooks: int | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)  # SEQ gaps [lo, hi]
+
+    @property
+    def lost_lines(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.missing)
+
+
+@dataclass(eq=False)
+class Frame:
+    """The records of one report as found: complete or not."""
+
+    module: str
+    instance: Instance = field(repr=False)
+    begin: Record | None
+    end: Record | None
+    records: list[Record]           # hook / key / hist / bucket records in SEQ order
+    first_seq: int
+    last_seq: int
+    first_line: int
+    problems: list[str]             # framing problems (lost lines, begin/end disagreeing)
+    lost_lines: int
+    report: int | None = None
+    reason: str | None = None
+    ts_ns: int | None = None
+    lines: int | None = None
+    _results: Results | None = field(default=None, repr=False)
+    _malformed: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.results().complete
+
+    def results(self) -> Results:
+        """This frame as Results (computed once). Record-level problems found here make the
+        Results incomplete too."""
+        if self._results is None:
+            self._results = _frame_results(self)
+        return self._results
+
+    def describe(self) -> str:
+        r = self.results()
+        what = "report ?" if r.report is None else f"report {r.report}"
+        if r.reason:
+            what += f" ({r.reason})"
+        if self.instance.index:
+            what += f" of load #{self.instance.index + 1}"
+        if r.complete:
+            return what + ": complete"
+        return f"{what}: {r.lost_lines} line(s) lost; " + "; ".join(r.problems)
+
+
+class LogParse:
+    """What ``parse_log`` found. Frames are checked record by record when their Results are
+    first asked for (``results()``, ``Frame.complete``); ``unrecognised`` checks them all."""
+
+    def __init__(self, frames, unrecognised, events, instances, load_failures, problems,
+                 duplicates, lines, protocol_lines):
+        self.frames: list[Frame] = frames       # every frame, complete or not, in log order
+        self._unrecognised: dict[str, int] = unrecognised
+        self.events: list[Event] = events
+        self.instances: list[Instance] = instances
+        self.load_failures: list[LoadFailure] = load_failures
+        self.problems: list[str] = problems     # log level: lines lost outside frames, …
+        self.duplicates: int = duplicates       # protocol lines seen more than once (dropped)
+        self.lines: int = lines                 # lines in the log
+        self.protocol_lines: int = protocol_lines  # lines with a kprobegen/N prefix
+
+    def __repr__(self) -> str:
+        return (f"<LogParse {len(self.frames)} frame(s) of {', '.join(self.modules) or 'no module'}, "
+                f"{len(self.events)} event(s), {self.protocol_lines}/{self.lines} protocol lines>")
+
+    @property
+    def unrecognised(self) -> dict[str, int]:
+        """Prefixed lines whose record type or shape is unknown: name → count. Names: an
+        unknown record type as printed; ``TYPE (malformed)`` for a known type with missing
+        or invalid fields; ``(no module, SEQ or type)``, ``(bad module name or SEQ)``;
+        ``kprobegen/N (unsupported protocol version)``."""
+        out = dict(self._unrecognised)
+        for f in self.frames:
+            f.results()
+            for typ in f._malformed:
+                key = f"{typ} (malformed)"
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def modules(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for inst in self.instances:
+            seen.setdefault(inst.module, None)
+        return list(seen)
+
+    def results(self, module: str | None = None, all: bool = False) -> list[Results]:
+        """Default: the latest complete report of each module (or of ``module``).
+
+        ``all=True``: every report, complete or not, in log order (a time series).
+        Raises ReportError when there is nothing to return (for the default, when no
+        complete report exists), with what was found instead.
+        """
+        frames = [f for f in self.frames if module is None or f.module == module]
+        if all:
+            if not frames:
+                raise ReportError(self._nothing(module))
+            return [f.results() for f in frames]
+        latest: dict[str, Results] = {}
+        for f in reversed(frames):
+            if f.module not in latest and f.complete:
+                latest[f.module] = f.results()
+        if not latest:
+            raise ReportError(self._nothing(module))
+        order = {m: i for i, m in enumerate(self.modules)}
+        return sorted(latest.values(), key=lambda r: order[r.module])
+
+    def _nothing(self, module: str | None) -> str:
+        who = f"module {module}" if module else "any module"
+        head = f"no complete report for {who} in the log"
+        failures = [str(f) for f in self.load_failures if module in (None, f.module)]
+        frames = [f for f in self.frames if module in (None, f.module)]
+        if frames:
+            found = "; ".join(f"{f.module} {f.describe()}" for f in frames[-5:])
+            more = f" (last 5 of {len(frames)})" if len(frames) > 5 else ""
+            what = f"found {len(frames)} incomplete report(s){more}: {found}"
+        elif failures:
+            what = "; ".join(failures)
+        elif module and module in self.modules:
+            what = f"{module} printed {sum(len(i.records) for i in self.instances if i.module == module)} line(s) but no report frame (is it still loaded? reports come at unload)"
+        elif self.protocol_lines:
+            others = ", ".join(self.modules) or "none"
+            what = (f"{self.protocol_lines} {PREFIX}{PROTOCOL_VERSION} line(s), modules found: "
+                    f"{others}")
+        else:
+            what = (f"no {PREFIX}{PROTOCOL_VERSION} lines among {self.lines} line(s) — was the "
+                    f"module loaded and unloaded, and is this the right log?")
+        if failures and frames:
+            what += "; " + "; ".join(failures)
+        if self.unrecognised:
+            what += "; unrecognised: " + ", ".join(f"{k} ×{v}" for k, v in self.unrecognised.items())
+        return f"{head}: {what}"
+
+
+# ------------------------------------------------------------------ scanning the log
+
+def _kmsg_unescape(text: str) -> str:
+    return _KMSG_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _scan(text: str):
+    """Find the protocol lines: {module: [Record(seq, type, fields, lineno), ...]} in log order.
+
+    One pass of C-level work (split into lines, keep those holding the prefix); then a
+    few string operations per protocol line.
+    """
+    per_module: dict[str, list[Record]] = {}
+    unrecognised: dict[str, int] = {}
+    valid_modules: dict[str, bool] = {}
+    kmsg_match = _KMSG_HEADER_RE.match
+    lines = text.split("\n")
+    nlines = len(lines) - (lines[-1] == "")
+    nprefixed = 0
+    # Only /dev/kmsg dumps need a look at each line's start (escaped text, continuation
+    # lines): decide once for the whole text.
+    careful = (";" + PREFIX in text or "\n " in text or "\n\t" in text
+               or text[:1] in (" ", "\t"))
+    for lineno, line in [(n, ln) for n, ln in enumerate(lines, 1) if PREFIX in ln]:
+        i = line.find(PREFIX)
+        rest = line[i + _PLEN:]
+        if careful and i:
+            first = line[0]
+            if first == " " or first == "\t":
+                continue            # a /dev/kmsg continuation (dictionary) line
+            if line[i - 1] == ";" and kmsg_match(line) and "\\" in rest:
+                # /dev/kmsg writes '\' and unprintable bytes as \xHH: undo that one layer
+                rest = _kmsg_unescape(rest)
+        if rest[-1:] <= " ":
+            rest = rest.rstrip()
+        parts = rest.split(" ", 4)
+        if parts[0] != "1":
+            if parts[0].isdigit():
+                key = f"{PREFIX}{parts[0]} (unsupported protocol version)"
+                unrecognised[key] = unrecognised.get(key, 0) + 1
+                nprefixed += 1
+            continue                # "kprobegen/" in some other text: not ours
+        nprefixed += 1
+        if len(parts) < 4:
+            unrecognised["(no module, SEQ or type)"] = unrecognised.get("(no module, SEQ or type)", 0) + 1
+            continue
+        module = parts[1]
+        seq = parts[2]
+        lst = per_module.get(module)
+        if lst is None:
+            ok = valid_modules.get(module)
+            if ok is None:
+                ok = valid_modules[module] = _MODULE_RE.fullmatch(module) is not None
+            if not ok:
+                unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
+                continue
+            lst = per_module[module] = []
+        try:
+            if not seq.isdigit():
+                raise ValueError(seq)
+            lst.append((int(seq), parts[3], parts[4] if len(parts) > 4 else "", lineno))
+        except ValueError:          # int() refuses the few non-ASCII digits isdigit() takes
+            unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
+    return per_module, unrecognised, nprefixed, nlines if text else 0
+
+
+# ------------------------------------------------------------------ instances
+
+def _split_runs(recs):
+    """Runs: stretches of a module's records in log order whose SEQ rises; SEQ 0 starts one."""
+    runs = []
+    cur = []
+    last = -1
+    for r in recs:
+        s = r[0]
+        if s <= last or s == 0:
+            if cur:
+                runs.append(cur)
+            cur = []
+        cur.append(r)
+        last = s
+    if cur:
+        runs.append(cur)
+    return runs
+
+
+def _compatible(inst: dict, run) -> tuple[bool, int]:
+    """(no SEQ of the run holds other text in the instance, how many SEQs they share)."""
+    shared = 0
+    for s, typ, fields, _ in run:
+        other = inst.get(s)
+        if other is not None:
+            if other[1] != typ or other[2] != fields:
+                return False, shared
+            shared += 1
+    return True, shared
+
+
+def _instances(module: str, recs, problems: list[str]):
+    """Group a module's records into instances (loads) and drop duplicate lines.
+
+    A run joins an earlier instance when none of its SEQs holds different text there:
+    - a run that starts at SEQ 0 (a `load`, or an `error` of a failed load) is a new
+      instance unless it shares a record beyond SEQ 0 with an instance, or all of it is
+      already in one (the same lines captured twice);
+    - any other run continues the latest instance it agrees with (lines that arrived out
+      of SEQ order, or a second capture of the same lines); if it agrees with none, it is
+      an instance whose first lines are gone.
+    Records already present (same SEQ, same text) are duplicates and are dropped.
+    """
+    insts: list[dict[int, Record]] = []
+    first_lines: list[int] = []
+    dups = 0
+    for run in _split_runs(recs):
+        target = None
+        starts_at_zero = run[0][0] == 0
+        for idx in range(len(insts) - 1, -1, -1):
+            ok, shared = _compatible(insts[idx], run)
+            if not ok:
+                continue
+            if starts_at_zero:
+                if shared == len(run) or (shared > 1 or (shared == 1 and 0 not in insts[idx])):
+                    target = idx
+                    break
+                continue
+            if shared or idx == len(insts) - 1:
+                target = idx
+                break
+        if target is None:
+            insts.append({r[0]: r for r in run})
+            first_lines.append(run[0][3])
+            continue
+        inst = insts[target]
+        for r in run:
+            if r[0] in inst:
+                dups += 1
+            else:
+                inst[r[0]] = r
+    out = []
+    for idx, recmap in enumerate(insts):
+        inst = Instance(module, idx, recmap, first_lines[idx])
+        load = recmap.get(0)
+        if load is not None and load[1] == "load":
+            try:
+                d = _fields(load[2])
+                inst.kernel = _kernel(d["kernel"]) if "kernel" in d else None
+                inst.hooks = _uint(d["hooks"]) if "hooks" in d else None
+            except ValueError:
+                pass
+        out.append(inst)
+    return out, dups
+
+
+# ------------------------------------------------------------------ frames
+
+def _begin_end(rec: Record, need: tuple[str, ...]) -> dict | str:
+    try:
+        d = _fields(rec[2])
+        vals = _need(d, *need)
+        out = {}
+        for k, v in zip(need, vals):
+            out[k] = v if k == "reason" else _uint(v)
+        return out
+    except ValueError as e:
+        return f"{rec[1]} record at SEQ {rec[0]} (log line {rec[3]}) is malformed: {e}"
+
+
+def _body(ordered: list[Record], a: int, b: int, dirty: bool) -> list[Record]:
+    if not dirty:
+        return ordered[a:b]
+    # events (and stray load/error lines) may interleave with a frame: they are not its lines
+    return [r for r in ordered[a:b] if r[1] in FRAME_TYPES or r[1] not in KNOWN_TYPES]
+
+
+def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures: list,
+            problems: list[str]) -> list[Frame]:
+    recmap = inst.records
+    seqs = sorted(recmap)
+    ordered = [recmap[s] for s in seqs]
+    # SEQ gaps of the whole instance (the start counts: SEQ 0 is the first line)
+    missing = []
+    if seqs and (seqs[0] != 0 or seqs[-1] + 1 != len(seqs)):
+        prev = -1
+        for s in seqs:
+            if s != prev + 1:
+                missing.append((prev + 1, s - 1))
+            prev = s
+    inst.missing = missing
+
+    frames: list[Frame] = []
+    mod = inst.module
+    in_frame = False
+    begin = None
+    bstart = 0
+    dirty = False
+    for idx, rec in enumerate(ordered):
+        typ = rec[1]
+        if typ in FRAME_TYPES:
+            if not in_frame:            # a frame whose begin is gone
+                in_frame = True
+                begin = None
+                bstart = idx
+                dirty = False
+            continue
+        if typ == "begin":
+            if in_frame:
+                frames.append(_make_frame(inst, begin, None, _body(ordered, bstart, idx, dirty),
+                                          idx - bstart + (begin is not None)))
+            in_frame = True
+            begin = rec
+            bstart = idx + 1
+            dirty = False
+            continue
+        if typ == "end":
+            if not in_frame:
+                begin = None
+                bstart = idx
+                dirty = False
+            frames.append(_make_frame(inst, begin, rec, _body(ordered, bstart, idx, dirty),
+                                      idx - bstart + 1 + (begin is not None)))
+            in_frame = False
+            continue
+        if in_frame:
+            dirty = True
+        if typ == "event":
+            ev = _event(mod, inst.index, rec)
+            if isinstance(ev, str):
+                unrecognised["event (malformed)"] = unrecognised.get("event (malformed)", 0) + 1
+                problems.append(ev)
+            else:
+                events.append(ev)
+        elif typ == "load":
+            if rec[0] != 0:
+                unrecognised["load (not at SEQ 0)"] = unrecognised.get("load (not at SEQ 0)", 0) + 1
+            else:
+                try:
+                    _need(_fields(rec[2]), "kernel", "hooks", "protocol")
+                except ValueError as e:
+                    unrecognised["load (malformed)"] = unrecognised.get("load (malformed)", 0) + 1
+                    problems.append(f"{mod}: load record (log line {rec[3]}) is malformed: {e}")
+        elif typ == "error":
+            try:
+                d = _fields(rec[2])
+                hook, symbol, err = _need(d, "hook", "symbol", "err")
+                failures.append(LoadFailure(mod, inst.index, hook, symbol, _int(err), rec[3]))
+            except ValueError as e:
+                unrecognised["error (malformed)"] = unrecognised.get("error (malformed)", 0) + 1
+                problems.append(f"{mod}: error record (log line {rec[3]}) is malformed: {e}")
+        else:
+            unrecognised[typ] = unrecognised.get(typ, 0) + 1
+    if in_frame:
+        frames.append(_make_frame(inst, begin, None, _body(ordered, bstart, len(ordered), dirty),
+                                  len(ordered) - bstart + (begin is not None)))
+
+    # lines lost outside every frame (between frames, before the first, after SEQ 0)
+    inside = [(f.first_seq, f.last_seq) for f in frames]
+    for lo, hi in missing:
+        if not any(a < lo and hi < b for a, b in inside):
+            where = f"{mod}" + (f" (load #{inst.index + 1})" if inst.index else "")
+            what = f"SEQ {lo}" if lo == hi else f"SEQ {lo}..{hi}"
+            if lo == 0:
+                problems.append(f"{where}: {what} not in the log ({hi - lo + 1} line(s) from "
+                                f"the module's load on are missing: log wrapped or cut)")
+            else:
+                problems.append(f"{where}: {what} missing ({hi - lo + 1} line(s) lost)")
+    return frames
+
+
+def _make_frame(inst: Instance, begin: Record | None, end: Record | None, body: list[Record],
+                present: int):
+    """A frame from its records; ``present``: how many records of the instance lie in its SEQ span."""
+    problems: list[str] = []
+    first = begin or (body[0] if body else end)
+    last = end or (body[-1] if body else begin)
+    first_seq, last_seq = first[0], last[0]
+    f = Frame(inst.module, inst, begin, end, body, first_seq, last_seq,
+              min(first[3], last[3]),
+              problems, 0)
+    b = e = None
+    if begin is not None:
+        b = _begin_end(begin, ("report", "reason", "ts_ns", "lines"))
+        if isinstance(b, str):
+            problems.append(b)
+            b = None
+        else:
+            f.report, f.reason, f.ts_ns, f.lines = b["report"], b["reason"], b["ts_ns"], b["lines"]
+    if end is not None:
+        e = _begin_end(end, ("report", "lines"))
+        if isinstance(e, str):
+            problems.append(e)
+            e = None
+        else:
+            if b is None:
+                f.report, f.lines = e["report"], e["lines"]
+            elif (e["report"], e["lines"]) != (b["report"], b["lines"]):
+                problems.append(f"begin says report={b['report']} lines={b['lines']} but end says "
+                                f"report={e['report']} lines={e['lines']}")
+    # lost lines: SEQ gaps inside the frame, and whatever the stated line count misses
+    gaps = last_seq - first_seq + 1 - present
+    if gaps:
+        problems.append(f"{gaps} line(s) missing between SEQ {first_seq} and {last_seq}")
+    if begin is None:
+        problems.append("no begin record (the frame's start is not in the log)")
+    if end is None:
+        problems.append("no end record (the frame's end is not in the log: cut, lost, or "
+                        "the module was still reporting)")
+    n = len(body)
+    expected = f.lines
+    lost = gaps
+    if expected is not None:
+        short = expected - n
+        if short > 0:
+            if not gaps:
+                problems.append(f"lines={expected} but {n} record(s) in the frame")
+            lost = max(lost, short)
+        elif short < 0:
+            problems.append(f"lines={expected} but {n} record(s) in the frame "
+                            f"({-short} more than stated)")
+    lost += (begin is None) + (end is None)
+    f.lost_lines = lost
+    return f
+
+
+def _event(module: str, index: int, rec: Record) -> Event | str:
+    try:
+        d = _fields(rec[2])
+        hook, pid, tgid, cpu, comm = _need(d, "hook", "pid", "tgid", "cpu", "comm")
+        values = {k: _int(v) for k, v in d.items()
+                  if k not in ("hook", "pid", "tgid", "cpu", "comm")}
+        return Event(module, index, rec[0], hook, _int(pid), _int(tgid), _int(cpu),
+                     unescape(comm), values, rec[3])
+    except ValueError as e:
+        return f"{module}: event record at SEQ {rec[0]} (log line {rec[3]}) is malformed: {e}"
+
+
+def _frame_results(f: Frame) -> Results:
+    """Convert a frame's records to Results, checking their structure."""
+    problems = list(f.problems)
+    warnings: list[str] = []
+    hooks: dict[str, HookResult] = {}
+    cur: HookResult | None = None
+    want_keys = 0
+    want_hist = False
+    want_buckets = 0
+    conv = None
+
+    def finish():
+        if cur is None:
+            return
+        if want_keys:
+            problems.append(f"hook {cur.name}: {want_keys} key record(s) missing")
+        if want_hist:
+            problems.append(f"hook {cur.name}: its hist record is missing")
+        if want_buckets:
+            problems.append(f"hook {cur.name}: {want_buckets} bucket record(s) missing")
+
+    for rec in f.records:
+        typ = rec[1]
+        try:
+            d = _fields(rec[2])
+            if typ == "key" or typ == "bucket":
+                hook = d.get("hook")
+                if cur is None or hook != cur.name:
+                    raise ValueError(f"hook={hook} does not follow hook {cur.name if cur else '(none)'}")
+                if typ == "key":
+                    if not want_keys:
+                        raise ValueError(f"more key records than hook {cur.name} announced")
+                    key, count = _need(d, "key", "count")
+                    k = conv(key)
+                    if k in cur.by:
+                        raise ValueError(f"key {key} appears twice")
+                    cur.by[k] = _uint(count)
+                    want_keys -= 1
+                else:
+                    if not want_buckets:
+                        raise ValueError(f"more bucket records than hook {cur.name}'s hist announced")
+                    low, high, count = _need(d, "low", "high", "count")
+                    if low == "inf" or high == "-inf":
+                        raise ValueError("bucket bounds are the wrong way round")
+                    cur.histogram.buckets.append(Bucket(_bound(low), _bound(high), _uint(count)))
+                    want_buckets -= 1
+            elif typ == "hook":
+                finish()
+                cur = None
+                name, probe, symbol, hits, missed, dropped, disarmed, by, keys, hist = _need(
+                    d, "name", "probe", "symbol", "hits", "missed", "dropped", "disarmed",
+                    "by", "keys", "hist")
+                if by != "-" and by not in KEY_KINDS:
+                    raise ValueError(f"by={by} is not a known key kind")
+                if name in hooks:
+                    raise ValueError(f"hook {name} appears twice in the frame")
+                cur = HookResult(name, symbol, probe, _uint(hits), _uint(missed), _uint(dropped),
+                                 _flag(disarmed), None if by == "-" else by, {}, None)
+                hooks[name] = cur
+                want_keys = _uint(keys)
+                if want_keys and by == "-":
+                    raise ValueError(f"keys={want_keys} but by=-")
+                want_hist = _flag(hist)
+                want_buckets = 0
+                conv = unescape if by in BYTES_KEYS else _int
+            elif typ == "hist":
+                hook = d.get("hook")
+                if cur is None or hook != cur.name:
+                    raise ValueError(f"hook={hook} does not follow hook {cur.name if cur else '(none)'}")
+                if not want_hist:
+                    raise ValueError(f"hook {cur.name} announced no histogram")
+                if want_keys:
+                    raise ValueError(f"{want_keys} key record(s) of hook {cur.name} are missing before it")
+                of, scale, unit, count, sum_, mn, mx, buckets = _need(
+                    d, "of", "scale", "unit", "count", "sum", "min", "max", "buckets")
+                cur.histogram = Histogram(of, scale, None if unit == "-" else unit, _uint(count),
+                                          _int(sum_), _int(mn), _int(mx), [])
+                want_hist = False
+                want_buckets = _uint(buckets)
+            else:
+                raise ValueError(f"record type {typ!r} is not part of protocol {PROTOCOL_VERSION}")
+        except ValueError as e:
+            problems.append(f"{typ} record at SEQ {rec[0]} (log line {rec[3]}): {e}")
+            if typ in FRAME_TYPES:
+                f._malformed.append(typ)
+    finish()
+    if f.end is not None and f.begin is not None and f.instance.hooks is not None \
+            and len(hooks) != f.instance.hooks and not problems:
+        problems.append(f"the load record announced {f.instance.hooks} hook(s), the frame has {len(hooks)}")
+    for h in hooks.values():
+        if h.by_kind is not None:
+            keyed = sum(h.by.values())
+            if keyed + h.dropped != h.hits:
+                warnings.append(f"hook {h.name}: keys sum to {keyed} and dropped={h.dropped}, "
+                                f"but hits={h.hits}")
+        if h.histogram is not None:
+            inb = sum(b.count for b in h.histogram.buckets)
+            if inb != h.histogram.count:
+                warnings.append(f"hook {h.name}: buckets sum to {inb} but count={h.histogram.count}")
+    lost = f.lost_lines
+    return Results(f.module, f.instance.kernel, f.report, f.reason, f.ts_ns, not problems,
+                   lost, problems, hooks, f.instance.index, warnings)
+
+
+# ------------------------------------------------------------------ entry point
+
+def parse_log(text: str | bytes) -> LogParse:
+    """Parse a kernel log (any common form, see docs/results.md) into frames and events."""
+    # The parse allocates millions of small objects and frees none of them: the cyclic
+    # garbage collector would rescan the growing heap again and again (3-5x slower).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse_log(text)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_log(text: str | bytes) -> LogParse:
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text).decode("latin-1")
+    per_module, unrecognised, nprefixed, nlines = _scan(text)
+    frames: list[Frame] = []
+    events: list[Event] = []
+    instances: list[Instance] = []
+    failures: list[LoadFailure] = []
+    problems: list[str] = []
+    dups = 0
+    for module, recs in per_module.items():
+        insts, d = _instances(module, recs, problems)
+        dups += d
+        for inst in insts:
+            instances.append(inst)
+            frames.extend(_frames(inst, unrecognised, events, failures, problems))
+    frames.sort(key=lambda f: (f.instance.first_line, f.first_seq))
+    instances.sort(key=lambda i: i.first_line)
+    events.sort(key=lambda e: e.line)
+    return LogParse(frames, unrecognised, events, instances, failures, problems, dups,
+                    nlines, nprefixed)
