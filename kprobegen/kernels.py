@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -507,15 +508,24 @@ class _Apt:
         argv = [tool, *self.options(), *args]
         env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
         try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                                 env=env, stdin=subprocess.DEVNULL)
+            # own process group: on timeout apt's download methods are killed with it
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=cwd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         except FileNotFoundError:
             raise KernelError(f"fetching {self.suite}: {tool} is not installed (this needs Debian's apt)") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
             raise KernelError(
                 f"fetching {self.suite}: `{shlex.join(argv)}` did not finish within {timeout} s: "
                 f"is the mirror {self.mirror} reachable?"
             ) from None
+        res = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
         if res.returncode != 0:
             errs = [ln.strip() for ln in (res.stderr + res.stdout).splitlines()
                     if ln.startswith(("E:", "Err:", "W:")) or "Could not" in ln or "Failed" in ln]

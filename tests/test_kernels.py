@@ -162,6 +162,16 @@ def test_fetch_unreachable_mirror(monkeypatch, tmp_path):
     assert not (tmp_path / "kernels" / "5.10.0-32-cloud-amd64").exists()
 
 
+def test_fetch_apt_timeout(monkeypatch, tmp_path):
+    """apt that does not finish in time is killed (with its download methods) and named."""
+    monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "APT_UPDATE_TIMEOUT", 0.05)
+    with pytest.raises(KernelError, match=r"^fetching bullseye: `apt-get .*--error-on=any update` did not "
+                                          r"finish within 0\.05 s: is the mirror .* reachable\?$"):
+        fetch_kernel("bullseye")
+    assert not (tmp_path / "kernels" / "5.10.0-32-cloud-amd64").exists()
+
+
 def test_makefile_include_follows_the_cache(tmp_path):
     """A fetched tree's one-line top Makefile names the cache; when the cache moves it is
     repaired on load."""
