@@ -120,12 +120,14 @@ class Kernel:
             if major not in have:
                 newer = sorted(v for v in have if v > major)
                 if not newer:
-                    best = max(have) if have else None
+                    best = f"gcc-{max(have)}" if have else "no gcc"
+                    why = ""
+                    if cfg.get("CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT") == "y" and have and max(have) < 14:
+                        align = cfg.get("CONFIG_FUNCTION_ALIGNMENT", "16")
+                        why = f", which rejects the tree's -fmin-function-alignment={align} (a gcc-14 flag)"
                     return (
-                        f"kernel {self.release} was built with gcc-{major} ({text}) and its headers "
-                        f"pass gcc-{major}-only flags (gcc-12 rejects e.g. -fmin-function-alignment=16); "
-                        f"this machine has {'gcc-' + str(best) if best else 'no gcc'}: "
-                        f"build on a machine (or in a chroot) with gcc-{major}"
+                        f"kernel {self.release} was built with gcc-{major} ({text}) and its headers need it; "
+                        f"this machine has {best}{why}: build on a machine (or in a chroot) with gcc-{major}"
                         + (f", e.g. Debian {self.suite}" if self.suite else "")
                     ), {}
                 # Older trees (5.10 asks for gcc-10) build with a newer gcc: tried with gcc-12.

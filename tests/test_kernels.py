@@ -406,6 +406,9 @@ def test_fetch_trixie_needs_gcc14(fetch_cache, tmp_path):
     else:
         assert problem is not None and "gcc-14" in problem, problem
         assert problem.startswith(f"kernel {k.release} was built with gcc-14 (")
+        assert problem.endswith("build on a machine (or in a chroot) with gcc-14, e.g. Debian trixie")
+        if max(kernels.installed_gcc_versions()) < 14:
+            assert "rejects the tree's -fmin-function-alignment=16 (a gcc-14 flag)" in problem
         # the problem is real: this machine's gcc-12 rejects the tree's flags
         res = build_tiny(k, tmp_path / "mod", {"CC": "gcc-12"})
         assert res.returncode != 0
