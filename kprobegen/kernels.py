@@ -287,8 +287,9 @@ def _fetched_for_suite(suite: str, kernels: Iterable[Kernel] | None = None) -> K
 
 def find_kernel(release: str | None = None) -> Kernel:
     """The kernel named by `release` (a release such as 6.1.0-56-cloud-amd64, or a suite name
-    such as "bullseye" for that suite's fetched kernel). None picks the default: the newest
-    installed *-cloud-amd64 kernel, else a fetched bookworm kernel."""
+    such as "bullseye" for that suite's fetched kernel; the machine's own suite falls back to
+    its installed cloud kernel). None picks the default: the newest installed *-cloud-amd64
+    kernel, else a fetched bookworm kernel."""
     kernels = list_kernels()
     if release is None:
         for k in kernels:
@@ -308,6 +309,11 @@ def find_kernel(release: str | None = None) -> Kernel:
         k = _fetched_for_suite(release, kernels)
         if k is not None:
             return k
+        if release == _os_codename() and _is_debian():
+            # this machine's own suite: its installed cloud kernel is that suite's kernel
+            for k in kernels:
+                if k.origin == "installed" and k.release.endswith("-cloud-amd64"):
+                    return k
         raise KernelError(f"no kernel fetched for suite {release}: run `kprobegen kernels fetch {release}`")
     known = ", ".join(f"{k.release} ({k.origin})" for k in kernels) or "none"
     raise KernelError(
@@ -419,6 +425,13 @@ def _os_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
     except OSError:
         pass
     return None
+
+
+def _is_debian(os_release: Path = Path("/etc/os-release")) -> bool:
+    try:
+        return any(line.strip() in ("ID=debian", 'ID="debian"') for line in os_release.read_text().splitlines())
+    except OSError:
+        return False
 
 
 def debian_mirror(sources: list[AptSource] | None = None, codename: str | None = None) -> tuple[str, str | None]:

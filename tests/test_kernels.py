@@ -235,6 +235,9 @@ def test_find_kernel_errors(installed_61, monkeypatch, tmp_path):
     with pytest.raises(KernelError, match=r"^no kernel fetched for suite bullseye: run `kprobegen kernels fetch "
                                           r"bullseye`$"):
         find_kernel("bullseye")
+    if kernels._os_codename() == "bookworm":
+        # the machine's own suite, not fetched: its installed cloud kernel
+        assert find_kernel("bookworm") == find_kernel()
 
 
 def test_no_kernel_at_all(monkeypatch, tmp_path):
