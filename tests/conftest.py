@@ -41,3 +41,21 @@ def kernel_61():
 @pytest.fixture(scope="session")
 def example_specs():
     return sorted(MODULES.glob("*.yaml"))
+
+
+# The kernels every example must build (and, in tests/vm, count) on: Debian 12's installed 6.1,
+# bullseye's 5.10 and bookworm-backports' 6.12, fetched into the cache (once; then instant).
+KERNEL_SUITES = ("bookworm", "bullseye", "bookworm-backports")
+
+
+@pytest.fixture(scope="session", params=KERNEL_SUITES)
+def each_kernel(request, kernel_61):
+    if request.param == "bookworm":
+        return kernel_61
+    from kprobegen.errors import KernelError
+    from kprobegen.kernels import fetch_kernel
+
+    try:
+        return fetch_kernel(request.param)
+    except KernelError as exc:
+        require(False, f"cannot fetch the {request.param} kernel ({exc}); run `kprobegen kernels fetch {request.param}`")
