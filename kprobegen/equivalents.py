@@ -357,6 +357,7 @@ def render_bpftrace(spec: Spec) -> Script:
     _check_names(spec)
     warnings: list[str] = []
     hooks = [_bt_hook(spec, hook, warnings) for hook in spec.hooks]
+    shared, maps = _bt_maps(hooks)
     if spec.limits.maxactive and spec.kretprobes:
         warnings.append(
             f"limits.maxactive ({spec.limits.maxactive}): bpftrace 0.17 cannot set a kretprobe's maxactive; "
@@ -368,6 +369,8 @@ def render_bpftrace(spec: Spec) -> Script:
         "warnings": [comment_text(w) for w in warnings],
         "notes": [_report_lines_note()],
         "hooks": hooks,
+        "shared": shared,
+        "maps": maps,
         "interval_ms": spec.report.interval_ms,
         "module_literal": bpftrace_string(spec.module),
     }
@@ -378,7 +381,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     n = hook.hook_name
     kret = hook.is_kretprobe
     lim = spec.limits
-    h: dict = {"name": n, "probe": hook.probe, "symbol": hook.symbol, "kret": kret}
+    h: dict = {"name": n, "probe": hook.probe, "symbol": hook.symbol, "kret": kret, "k": bpftrace_string(n)}
     symbol = _bt_symbol(hook, warnings)
     h["entry_point"] = f"kprobe:{symbol}" + (f"+{hook.offset}" if hook.offset else "")
     h["return_point"] = f"kretprobe:{symbol}"
@@ -483,25 +486,38 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
             f"hook {n}: print rate limit ({p.burst} per {p.interval_ms} ms) uses plain map counters, "
             "which bpftrace does not update atomically: CPUs racing can print a few more events"
         )
-    h["maps"] = _bt_maps(h)
     return h
 
 
-def _bt_maps(h: dict) -> list[str]:
-    """Every map of a hook, to clear in END (bpftrace prints maps left at exit)."""
-    n = h["name"]
-    out = [f"@{n}__hits"]
-    if h["needs_entry"]:
-        out += [f"@{n}__depth", f"@{n}__entry"] + [f"@{n}__{a}" for a in h["entry_args"]]
-    if h["max_hits"]:
-        out += [f"@{n}__taken", f"@{n}__disarmed"]
-    if h["key"]:
-        out += [f"@{n}__by"]
-    if h["hist"]:
-        out += ([f"@{n}__hist"] if h["hist"]["call"] else []) + [f"@{n}__stats", f"@{n}__min", f"@{n}__max"]
-    if h["print"]:
-        out += [f"@{n}__window", f"@{n}__printed"]
-    return out
+def _bt_maps(hooks: list[dict]) -> tuple[dict, list[str]]:
+    """Which shared maps (keyed by hook name) the script uses, and every map, to clear in END.
+
+    Counters that C keeps per hook live in maps keyed by the hook's name (@hits["sync"]):
+    bpftrace prints every map left at exit, and a cleared map without keys still prints as
+    "@x: 0", while a cleared keyed map prints nothing."""
+    shared = {
+        "hits": True,
+        "taken": any(h["max_hits"] for h in hooks),
+        "disarmed": any(h["max_hits"] for h in hooks),
+        "stats": any(h["hist"] for h in hooks),
+        "window": any(h["print"] for h in hooks),
+    }
+    maps = ["@hits"]
+    if shared["taken"]:
+        maps += ["@taken", "@disarmed"]
+    if shared["stats"]:
+        maps += ["@stats", "@min", "@max"]
+    if shared["window"]:
+        maps += ["@window", "@printed"]
+    for h in hooks:
+        n = h["name"]
+        if h["needs_entry"]:
+            maps += [f"@{n}__depth", f"@{n}__entry"] + [f"@{n}__{a}" for a in h["entry_args"]]
+        if h["key"]:
+            maps.append(f"@{n}__by")
+        if h["hist"] and h["hist"]["call"]:
+            maps.append(f"@{n}__hist")
+    return shared, maps
 
 
 # --------------------------------------------------------------------------------------------

@@ -277,7 +277,7 @@ def test_max_hits_is_a_counter_guard_that_reports_disarmed():
     spec = spec_of(K, "limits: {max_hits: 5}\n")
     stap, bt = render_stap(spec).text, render_bpftrace(spec).text
     assert "if (h__taken >= 5) {\n\t\th__disarmed = 1" in stap
-    assert "if (@h__taken < 5) {" in bt and "@h__disarmed = 1;" in bt
+    assert 'if (@taken["h"] < 5) {' in bt and '@disarmed["h"] = 1;' in bt
 
 
 def test_linear_histogram_bounds_match_the_protocol():
