@@ -69,11 +69,24 @@ def make_escape(value: str) -> str:
     return str(value)
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between processes: compiling them is most of a CLI render's time."""
+    from .kernels import cache_dir
+
+    folder = cache_dir() / "jinja"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 @functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
     """The one Jinja environment (templates compile once per process)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,
