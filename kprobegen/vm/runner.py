@@ -250,7 +250,10 @@ class _Protocol:
         for raw in lines:
             line = raw.decode("ascii", errors="replace").rstrip("\r")
             if line.startswith(self.prefix):
-                self._line(line[len(self.prefix):].split(" "))
+                try:
+                    self._line(line[len(self.prefix):].split(" "))
+                except ValueError:
+                    self.blob_errors.append(f"malformed protocol line {line[:80]!r}")
 
     def _line(self, f: list[str]) -> None:
         tag, args = f[0], f[1:]
@@ -528,6 +531,9 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
     by_event = {o.event: o.key for o in odefs}
     oracle_errors = []
     for tag, args, _ in s.tags:
+        if any(not re.fullmatch(r"-?\d+", a) for a in args[1:] if tag in ("INSMOD", "RMMOD", "ORACLE")) or (
+                tag == "EXIT" and not (args and re.fullmatch(r"\d+", args[0]))):
+            continue  # malformed (never written by our /init)
         if tag == "INSMOD" and len(args) == 2 and args[0] in loads:
             rc = int(args[1])
             loads[args[0]].insmod_rc = rc
