@@ -407,8 +407,9 @@ def _instances(module: str, recs, problems: list[str]):
 
     A run joins an earlier instance when none of its SEQs holds different text there:
     - a run that starts at SEQ 0 (a `load`, or an `error` of a failed load) is a new
-      instance unless it shares a record beyond SEQ 0 with an instance, or all of it is
-      already in one (the same lines captured twice);
+      instance unless it shares a record beyond SEQ 0 with an instance (a `begin` carries
+      a nanosecond timestamp), or all of it is already in one, or all of one is in it
+      (the same lines captured twice);
     - any other run continues the latest instance it agrees with (lines that arrived out
       of SEQ order, or a second capture of the same lines); if it agrees with none, it is
       an instance whose first lines are gone.
@@ -425,7 +426,8 @@ def _instances(module: str, recs, problems: list[str]):
             if not ok:
                 continue
             if starts_at_zero:
-                if shared == len(run) or (shared > 1 or (shared == 1 and 0 not in insts[idx])):
+                if shared == len(run) or shared == len(insts[idx]) or shared > 1 \
+                        or (shared == 1 and 0 not in insts[idx]):
                     target = idx
                     break
                 continue
