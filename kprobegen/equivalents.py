@@ -571,12 +571,15 @@ def stap_tree(kernel=None, dest=None):
     return tree
 
 
-def check_stap(text: str, tree, timeout: float = 300.0) -> str:
+def check_stap(text: str, tree, timeout: float = 300.0, last_pass: int = 2) -> str:
     """Run SystemTap's pass 2 (parse, resolve probe points against System.map, elaborate and
     type-check) on a script: ``stap -p2 -r TREE SCRIPT``. Returns stap's stdout (the resolved
-    script); raises BuildError with stap's message when stap refuses it. SystemTap 4.8's pass 4
-    (compiling the module) does not work against Debian's 6.1 kernel, so pass 2 is the check."""
-    return _run_tool(["stap", "-p2", "-r", str(tree)], text, ".stp", "SystemTap (stap -p2)", timeout)
+    script; with ``last_pass=3`` the C it translates to); raises BuildError with stap's message
+    when stap refuses it. SystemTap 4.8's pass 4 (compiling the module) does not work against
+    Debian's 6.1 kernel, so pass 2 (or 3, translation) is the check that can be made."""
+    if last_pass not in (1, 2, 3):
+        raise ValueError("last_pass must be 1, 2 or 3")
+    return _run_tool(["stap", f"-p{last_pass}", "-r", str(tree)], text, ".stp", f"SystemTap (stap -p{last_pass})", timeout)
 
 
 def check_bpftrace(text: str, timeout: float = 300.0) -> bytes:

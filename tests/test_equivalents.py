@@ -390,3 +390,30 @@ def test_examples_pass_both_tools(path, tree, bpftrace, tmp_path):
         kind = "kretprobe" if hook.is_kretprobe else "kprobe"
         assert f"{kind}:{hook.symbol}" in bt_programs
         assert any(p.startswith(f'kprobe.function("{hook.symbol}")') for p in stap_points)
+
+
+def test_hook_names_that_are_keywords_or_long_stay_distinct(tree, bpftrace, tmp_path):
+    long_name = "h" * 48
+    names = ["probe", "BEGIN", "__x", "x__", "x", "tid", long_name]
+    hooks = "".join(f"  - name: {n}\n    symbol: ksys_sync\n    count_by: pid\n    histogram: {{of: arg0}}\n" for n in names)
+    spec = spec_of(hooks, "limits: {max_hits: 9}\n")
+    stap, bt, stap_points, bt_programs = both(spec, tree, tmp_path)
+    assert stap_points.count('kprobe.function("ksys_sync")') == len(names)
+    assert bt_programs.count("kprobe:ksys_sync") == len(names)
+    for n in names:
+        assert f"{n}__hits <<< 1" in stap.text and f'@hits["{n}"] = count();' in bt.text
+
+
+def test_the_full_feature_script_translates_to_c(tree):
+    # Pass 3 (translation to C) as well, on a spec with every feature stap can express.
+    spec = spec_of(
+        K + '    filter: {pid: 1, tgid: 1, comm: "a b", arg0: ">= -1"}\n    count_by: comm\n'
+        "    print: {fields: [arg0]}\n"
+        + R.replace("name: h", "name: r") + '    filter: {comm: cat, retval: "< 0"}\n    count_by: arg1\n'
+        "    histogram: {of: latency}\n    print: {fields: [latency, retval, arg1]}\n"
+        "  - name: l\n    probe: kretprobe\n    symbol: do_sys_openat2\n"
+        "    histogram: {of: retval, scale: linear, min: -4, max: 12, step: 2}\n",
+        "limits: {max_hits: 100, maxactive: 8}\nreport: {interval_ms: 1000}\n",
+    )
+    c = check_stap(render_stap(spec).text, tree, last_pass=3)
+    assert "_stp_map_new" in c or "_stp_pmap_new" in c
