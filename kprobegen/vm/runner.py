@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import os
 import re
 import secrets
 import shlex
