@@ -662,8 +662,15 @@ def _frame_results(f: Frame) -> Results:
         if want_buckets:
             problems.append(f"hook {cur.name}: {want_buckets} bucket record(s) missing")
 
+    skipping = 0        # records after a malformed hook record: theirs, not checked
     for rec in f.records:
         typ = rec[1]
+        if skipping and typ in ("key", "hist", "bucket"):
+            skipping += 1
+            continue
+        if skipping > 1:
+            problems.append(f"{skipping - 1} record(s) of that hook not read")
+        skipping = 0
         try:
             d = _fields(rec[2])
             if typ == "key" or typ == "bucket":
@@ -726,6 +733,13 @@ def _frame_results(f: Frame) -> Results:
             problems.append(f"{typ} record at SEQ {rec[0]} (log line {rec[3]}): {e}")
             if typ in FRAME_TYPES:
                 f._malformed.append(typ)
+            if typ == "hook":
+                cur = None
+                want_keys = want_buckets = 0
+                want_hist = False
+                skipping = 1
+    if skipping > 1:
+        problems.append(f"{skipping - 1} record(s) of that hook not read")
     finish()
     if f.end is not None and f.begin is not None and f.instance.hooks is not None \
             and len(hooks) != f.instance.hooks and not problems:

@@ -331,7 +331,7 @@ def format_results(results: list[Results], top: int | None = 10) -> str:
                 unit = f" ({g.unit})" if g.unit else ""
                 stats = f"count {g.count}"
                 if g.count:
-                    stats += f", avg {g.avg:.0f}, min {g.min}, max {g.max}, sum {g.sum}"
+                    stats += f", avg {round(g.avg)}, min {g.min}, max {g.max}, sum {g.sum}"
                 out.append("")
                 out.append(f"  {h.name}: {g.of}{unit}, {g.scale}; {stats}")
                 out.append(format_histogram(g, "  ").rstrip("\n"))
