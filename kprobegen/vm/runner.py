@@ -87,6 +87,20 @@ class ModuleLoad:
     error: str | None              # the kernel's reason (insmod stderr + new dmesg lines)
     rmmod_rc: int | None = None    # None: never loaded, so never unloaded
 
+    @property
+    def reason(self) -> str:
+        """``error`` on one line (log timestamps dropped), with a hint for known causes."""
+        if self.error is None:
+            return ""
+        lines = [re.sub(r"^\[\s*\d+\.\d+\]\s*", "", ln).strip() for ln in self.error.splitlines()]
+        text = "; ".join(ln for ln in lines if ln)
+        if re.search(r"Lockdown:|Key was rejected|Required key not available|sig_enforce", self.error):
+            text += ("; hint: this kernel refuses unsigned modules (lockdown or module.sig_enforce): "
+                     "boot it without enforcement or use another kernel")
+        elif "Unknown symbol" in self.error:
+            text += "; hint: the module uses a symbol this kernel does not export: rebuild it for this kernel"
+        return text
+
 
 @dataclass
 class Run:

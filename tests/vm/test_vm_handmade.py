@@ -83,6 +83,8 @@ def test_init_failure_reports_the_reason_and_unloads_everything(kernel, handmade
     assert bad.insmod_rc == 22 and bad.rmmod_rc is None         # busybox insmod exits with EINVAL
     assert "Invalid argument" in bad.error                       # insmod's stderr
     assert "refusing to load on purpose" in bad.error            # the kernel's own line
+    assert "\n" not in bad.reason and bad.reason.startswith("insmod: can't insert")
+    assert bad.reason.endswith("kpg_hand_einval: refusing to load on purpose (test of a failing init)")
     assert untried.insmod_rc == -1 and "not tried" in untried.error
     assert r.exit_code is None                                   # no workload with a module missing
     assert r.leftover_modules == []
