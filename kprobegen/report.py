@@ -294,6 +294,8 @@ class LogParse:
             others = ", ".join(self.modules) or "none"
             what = (f"{self.protocol_lines} {PREFIX}{PROTOCOL_VERSION} line(s), modules found: "
                     f"{others}")
+            if module:
+                what = f"not one line from {module} among {what}"
         else:
             what = (f"no {PREFIX}{PROTOCOL_VERSION} lines among {self.lines} line(s) — was the "
                     f"module loaded and unloaded, and is this the right log?")
