@@ -177,6 +177,15 @@ def _cmp_conditions(value: str, comparisons) -> list[str]:
     return [f"{value} {c.op} {int_literal(c.value)}" for c in comparisons]
 
 
+def _constant_comparison(c) -> bool | None:
+    """True / False for a comparison every signed 64-bit value passes / fails, else None."""
+    if (c.op == ">=" and c.value == S64_MIN) or (c.op == "<=" and c.value == S64_MAX):
+        return True
+    if (c.op == "<" and c.value == S64_MIN) or (c.op == ">" and c.value == S64_MAX):
+        return False
+    return None
+
+
 def _glob_warning(hook: Hook) -> str:
     return (
         f"hook {hook.hook_name}: symbol pattern {hook.symbol!r} is expanded by the tool at run time and "
@@ -257,7 +266,19 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
         if f.comm is not None:
             conds.append(f"{at_entry('execname()')} == {stap_string(f.comm_bytes)}")
         for name, comps in hook.comparisons.items():
-            conds.extend(_cmp_conditions("returnval()" if name == "retval" else arg(name), comps))
+            value = "returnval()" if name == "retval" else arg(name)
+            for c in comps:
+                constant = _constant_comparison(c)
+                if constant is None:
+                    conds.append(f"{value} {c.op} {int_literal(c.value)}")
+                elif constant is False:
+                    conds.append("0")
+    h["never"] = "0" in conds
+    if "0" in conds:
+        # SystemTap 4.8 fails pass 2 ("symbol without referent") when its optimiser folds
+        # away a comparison that holds an @entry() value, so comparisons that are always
+        # true are left out and one that is never true stands alone: the hook never counts.
+        conds = ["0"]
     h["conds"] = conds
     h["max_hits"] = lim.max_hits
 
