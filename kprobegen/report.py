@@ -30,6 +30,8 @@ __all__ = ["parse_log", "LogParse", "Frame", "Event", "Record", "Instance", "Res
 PROTOCOL_VERSION = 1
 PREFIX = "kprobegen/"
 _PLEN = len(PREFIX)
+PREFIX1 = f"{PREFIX}{1} "
+_P1LEN = len(PREFIX1)
 
 FRAME_TYPES = frozenset({"hook", "key", "hist", "bucket"})
 KNOWN_TYPES = frozenset({"load", "error", "begin", "hook", "key", "hist", "bucket", "end",
@@ -70,6 +72,8 @@ def unescape(value: str) -> bytes:
 
 def _fields(text: str) -> dict[str, str]:
     """``a=1 b=2`` → {"a": "1", "b": "2"}; ValueError unless every token is KEY=VALUE."""
+    if text[-1:] in (" ", "\t"):
+        text = text.rstrip(" \t")
     if not text:
         return {}
     if text.count("=") != text.count(" ") + 1:
@@ -313,63 +317,105 @@ def _kmsg_unescape(text: str) -> str:
 
 
 def _scan(text: str):
-    """Find the protocol lines: {module: [Record(seq, type, fields, lineno), ...]} in log order.
+    """Find the protocol lines: {module: [(seq, type, fields, lineno), ...]} in log order.
 
-    One pass of C-level work (split into lines, keep those holding the prefix); then a
-    few string operations per protocol line.
+    C-level work does most of it (split into lines, keep those holding the prefix); then a
+    handful of string operations per protocol line. Trailing whitespace stays on ``fields``
+    (``_fields`` strips it); CRs are dropped up front.
     """
-    per_module: dict[str, list[Record]] = {}
+    per_module: dict[str, list[tuple[int, str, str, int]]] = {}
     unrecognised: dict[str, int] = {}
-    valid_modules: dict[str, bool] = {}
-    kmsg_match = _KMSG_HEADER_RE.match
-    lines = text.split("\n")
-    nlines = len(lines) - (lines[-1] == "")
+    bad: dict[str, bool] = {}
+    if "\r" in text:
+        text = text.replace("\r", "")
+    hits, nlines = _hit_lines(text)
     nprefixed = 0
-    # Only /dev/kmsg dumps need a look at each line's start (escaped text, continuation
-    # lines): decide once for the whole text.
-    careful = (";" + PREFIX in text or "\n " in text or "\n\t" in text
-               or text[:1] in (" ", "\t"))
-    for lineno, line in [(n, ln) for n, ln in enumerate(lines, 1) if PREFIX in ln]:
-        i = line.find(PREFIX)
-        rest = line[i + _PLEN:]
-        if careful and i:
+    get = per_module.get
+    for lineno, line in hits:
+        i = line.find(PREFIX1)
+        if i:
+            if i < 0:
+                _other_version(line, unrecognised)
+                continue
             first = line[0]
             if first == " " or first == "\t":
                 continue            # a /dev/kmsg continuation (dictionary) line
-            if line[i - 1] == ";" and kmsg_match(line) and "\\" in rest:
+            if line[i - 1] == ";" and "\\" in line and _KMSG_HEADER_RE.match(line):
                 # /dev/kmsg writes '\' and unprintable bytes as \xHH: undo that one layer
-                rest = _kmsg_unescape(rest)
-        if rest[-1:] <= " ":
-            rest = rest.rstrip()
-        parts = rest.split(" ", 4)
-        if parts[0] != "1":
-            if parts[0].isdigit():
-                key = f"{PREFIX}{parts[0]} (unsupported protocol version)"
-                unrecognised[key] = unrecognised.get(key, 0) + 1
-                nprefixed += 1
-            continue                # "kprobegen/" in some other text: not ours
+                rest = _kmsg_unescape(line[i + _P1LEN:])
+            else:
+                rest = line[i + _P1LEN:]
+        else:
+            rest = line[_P1LEN:]
         nprefixed += 1
-        if len(parts) < 4:
-            unrecognised["(no module, SEQ or type)"] = unrecognised.get("(no module, SEQ or type)", 0) + 1
-            continue
-        module = parts[1]
-        seq = parts[2]
-        lst = per_module.get(module)
+        parts = rest.split(" ", 3)
+        try:
+            module, seq, typ, fields = parts
+        except ValueError:
+            if len(parts) != 3:
+                unrecognised["(no module, SEQ or type)"] = unrecognised.get("(no module, SEQ or type)", 0) + 1
+                continue
+            module, seq, typ = parts
+            fields = ""
+        lst = get(module)
         if lst is None:
-            ok = valid_modules.get(module)
-            if ok is None:
-                ok = valid_modules[module] = _MODULE_RE.fullmatch(module) is not None
-            if not ok:
+            if module in bad or _MODULE_RE.fullmatch(module) is None:
+                bad[module] = True
                 unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
                 continue
             lst = per_module[module] = []
-        try:
-            if not seq.isdigit():
-                raise ValueError(seq)
-            lst.append((int(seq), parts[3], parts[4] if len(parts) > 4 else "", lineno))
-        except ValueError:          # int() refuses the few non-ASCII digits isdigit() takes
-            unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
-    return per_module, unrecognised, nprefixed, nlines if text else 0
+        if seq.isdigit():
+            try:
+                lst.append((int(seq), typ, fields, lineno))
+                continue
+            except ValueError:      # one of the few non-ASCII digits isdigit() takes
+                pass
+        unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
+    nprefixed += sum(v for k, v in unrecognised.items() if k.startswith(PREFIX))
+    return per_module, unrecognised, nprefixed, nlines
+
+
+def _hit_lines(text: str) -> tuple[list[tuple[int, str]], int]:
+    """[(line number, line)] of the lines holding the prefix, and the number of lines.
+
+    Where protocol lines are sparse (a real dmesg), jump from one to the next with
+    str.find and count the newlines in between; where they are dense, split the text."""
+    sample = text[:1 << 20]
+    if sample.count(PREFIX) * 8 > sample.count("\n"):
+        lines = text.split("\n")
+        nlines = len(lines) - (lines[-1] == "") if text else 0
+        return [(n, ln) for n, ln in enumerate(lines, 1) if PREFIX in ln], nlines
+    hits = []
+    find = text.find
+    rfind = text.rfind
+    count = text.count
+    pos = 0
+    lineno = 1
+    counted = 0
+    end = len(text)
+    while True:
+        i = find(PREFIX, pos)
+        if i < 0:
+            break
+        start = rfind("\n", 0, i) + 1
+        eol = find("\n", i)
+        if eol < 0:
+            eol = end
+        lineno += count("\n", counted, start)
+        counted = start
+        hits.append((lineno, text[start:eol]))
+        pos = eol + 1
+    nlines = lineno + count("\n", counted) - (text[-1:] == "\n") if text else 0
+    return hits, nlines
+
+
+def _other_version(line: str, unrecognised: dict[str, int]) -> None:
+    """A line with ``kprobegen/`` but not ``kprobegen/1 ``: another protocol version, or
+    some other text that merely contains the word (not counted)."""
+    version = line[line.find(PREFIX) + _PLEN:].split(" ", 1)[0]
+    if version.isdigit() and version != "1":
+        key = f"{PREFIX}{version} (unsupported protocol version)"
+        unrecognised[key] = unrecognised.get(key, 0) + 1
 
 
 # ------------------------------------------------------------------ instances
@@ -398,7 +444,7 @@ def _compatible(inst: dict, run) -> tuple[bool, int]:
     for s, typ, fields, _ in run:
         other = inst.get(s)
         if other is not None:
-            if other[1] != typ or other[2] != fields:
+            if other[1] != typ or (other[2] != fields and other[2].rstrip() != fields.rstrip()):
                 return False, shared
             shared += 1
     return True, shared
