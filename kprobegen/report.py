@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gc
 import re
+from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -45,6 +47,12 @@ _KMSG_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _ESCAPED_RE = re.compile(r'(?:[!#-<>-\[\]-~]|\\x[0-9a-fA-F]{2})*')
 
 
+# the key and bucket records exactly as the C template prints them (other field orders and
+# extra fields take the general path)
+_KEY_RE = re.compile(r"hook=([A-Za-z0-9_]+) key=([^ ]*) count=([0-9]+)")
+_BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]+) high=(inf|-?[0-9]+) count=([0-9]+)")
+
+
 class Record(NamedTuple):
     """One protocol line: its SEQ, record type, the raw ``key=value`` text and its log line."""
 
@@ -54,6 +62,7 @@ class Record(NamedTuple):
     line: int
 
 
+@lru_cache(maxsize=1 << 16)     # the same comm values come back in every report
 def unescape(value: str) -> bytes:
     """Decode an escaped protocol value (``\\xHH`` escapes) to bytes; ValueError if invalid."""
     if "\\" not in value:
@@ -246,8 +255,10 @@ class LogParse:
         or invalid fields; ``(no module, SEQ or type)``, ``(bad module name or SEQ)``;
         ``kprobegen/N (unsupported protocol version)``."""
         out = dict(self._unrecognised)
+        with _no_gc():
+            for f in self.frames:
+                f.results()
         for f in self.frames:
-            f.results()
             for typ in f._malformed:
                 key = f"{typ} (malformed)"
                 out[key] = out.get(key, 0) + 1
@@ -271,7 +282,8 @@ class LogParse:
         if all:
             if not frames:
                 raise ReportError(self._nothing(module))
-            return [f.results() for f in frames]
+            with _no_gc():
+                return [f.results() for f in frames]
         latest: dict[str, Results] = {}
         for f in reversed(frames):
             if f.module not in latest and f.complete:
@@ -720,6 +732,24 @@ def _frame_results(f: Frame) -> Results:
             problems.append(f"{skipping - 1} record(s) of that hook not read")
         skipping = 0
         try:
+            # fast paths: key and bucket records as the C template prints them
+            if typ == "key" and want_keys:
+                m = _KEY_RE.fullmatch(rec[2])
+                if m is not None and m.group(1) == cur.name:
+                    k = conv(m.group(2))
+                    if k not in cur.by:
+                        cur.by[k] = int(m.group(3))
+                        want_keys -= 1
+                        continue
+            elif typ == "bucket" and want_buckets:
+                m = _BUCKET_RE.fullmatch(rec[2])
+                if m is not None and m.group(1) == cur.name:
+                    low, high, count = m.group(2, 3, 4)
+                    cur.histogram.buckets.append(Bucket(None if low == "-inf" else int(low),
+                                                        None if high == "inf" else int(high),
+                                                        int(count)))
+                    want_buckets -= 1
+                    continue
             d = _fields(rec[2])
             if typ == "key" or typ == "bucket":
                 hook = d.get("hook")
@@ -809,17 +839,23 @@ def _frame_results(f: Frame) -> Results:
 
 # ------------------------------------------------------------------ entry point
 
-def parse_log(text: str | bytes) -> LogParse:
-    """Parse a kernel log (any common form, see docs/results.md) into frames and events."""
-    # The parse allocates millions of small objects and frees none of them: the cyclic
-    # garbage collector would rescan the growing heap again and again (3-5x slower).
+@contextmanager
+def _no_gc():
+    """The parse allocates millions of small objects and frees none of them: the cyclic
+    garbage collector would rescan the growing heap again and again (3-5x slower)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _parse_log(text)
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def parse_log(text: str | bytes) -> LogParse:
+    """Parse a kernel log (any common form, see docs/results.md) into frames and events."""
+    with _no_gc():
+        return _parse_log(text)
 
 
 def _parse_log(text: str | bytes) -> LogParse:
