@@ -36,7 +36,7 @@ from .spec import S64_MAX, S64_MIN, Hook, Spec
 
 __all__ = [
     "Script", "render_stap", "render_bpftrace", "stap_string", "bpftrace_string", "comment_text",
-    "stap_tree", "check_stap", "check_bpftrace",
+    "stap_tree", "check_stap", "check_bpftrace", "stap_runtime", "build_stap",
 ]
 
 # SystemTap's runtime keeps linear histogram bounds in a C ``int`` and has at most
@@ -645,3 +645,97 @@ def _run_tool(argv: list[str], text: str, suffix: str, what: str, timeout: float
         first = errors[0] if errors else (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise BuildError(f"{what} refused the script (exit {proc.returncode}): {first}\n{proc.stderr}")
     return proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Building and running the SystemTap script for real (pass 4) on kernels stap 4.8 predates.
+
+STAP_RUNTIME = "/usr/share/systemtap/runtime"
+
+
+def stap_runtime(tree) -> str:
+    """The SystemTap runtime folder to build against this kernel tree (``stap -R``).
+
+    SystemTap 4.8's runtime calls ``task_work_cancel(task, func)``. Linux 6.11 (and the 6.1.y
+    stable series by 6.1.192, which Debian 12 ships) renamed that to ``task_work_cancel_func()``
+    and gave ``task_work_cancel()`` a ``struct callback_head *`` argument and a bool result, so
+    pass 4 fails with "incompatible pointer type" in runtime/stp_task_work.c. For such a tree
+    (told apart by ``task_work_cancel_func`` in the tree's System.map),
+    this returns a copy of the runtime (cached beside the kprobegen cache) whose
+    stp_task_work.c uses ``task_work_cancel_func``, the same operation under its new name;
+    for other trees, the system's runtime unchanged."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .errors import BuildError
+    from .kernels import cache_dir
+
+    system_map = Path(tree) / "System.map"
+    try:
+        text = system_map.read_text()
+    except OSError:
+        raise BuildError(f"{system_map} is missing: make the tree with kprobegen.equivalents.stap_tree()") from None
+    if not re.search(r"^\S+ [tT] task_work_cancel_func$", text, re.M):
+        return STAP_RUNTIME
+    source = Path(STAP_RUNTIME) / "stp_task_work.c"
+    original = source.read_text()
+    old_type = "typedef typeof(&task_work_cancel) task_work_cancel_fn;"
+    old_lookup = 'kallsyms_lookup_name("task_work_cancel")'
+    if old_type not in original or old_lookup not in original:
+        # A SystemTap that already knows the new API (or changed this file): use it as it is.
+        return STAP_RUNTIME
+    patched = original.replace(old_type, "typedef typeof(&task_work_cancel_func) task_work_cancel_fn;").replace(
+        old_lookup, 'kallsyms_lookup_name("task_work_cancel_func")')
+    key = hashlib.sha256(original.encode()).hexdigest()[:16]
+    dest = cache_dir() / "stap-runtime" / key
+    if (dest / "stp_task_work.c").is_file() and (dest / "stp_task_work.c").read_text() == patched:
+        return str(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=dest.parent))
+    try:
+        shutil.copytree(STAP_RUNTIME, staging / "runtime", symlinks=True)
+        (staging / "runtime" / "stp_task_work.c").write_text(patched)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging / "runtime", dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(dest)
+
+
+def build_stap(text: str, tree, out_dir, name: str, timeout: float = 900.0):
+    """Build a SystemTap script into ``out_dir/<name>.ko`` (passes 1-4:
+    ``stap -p4 -R RUNTIME -r TREE -m NAME SCRIPT``), to be run with ``staprun NAME.ko``.
+    ``tree`` is from :func:`stap_tree`; the runtime from :func:`stap_runtime`."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from .errors import BuildError
+
+    if not _IDENT.match(name) or len(name) > 55:
+        raise BuildError(f"stap module name {name!r} must be an identifier of at most 55 characters")
+    if shutil.which("stap") is None:
+        raise BuildError("stap is not installed: apt-get install systemtap")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["stap", "-p4", "-R", stap_runtime(tree), "-r", str(tree), "-m", name]
+    with tempfile.TemporaryDirectory(prefix="kprobegen-stap-") as tmp:
+        script = Path(tmp) / f"{name}.stp"
+        script.write_text(text)
+        try:
+            proc = subprocess.run(argv + [str(script)], capture_output=True, text=True, timeout=timeout,
+                                  cwd=tmp, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"stap -p4 did not finish in {timeout:.0f} s") from None
+        ko = Path(tmp) / f"{name}.ko"
+        if proc.returncode != 0 or not ko.is_file():
+            errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+            raise BuildError(f"stap -p4 could not build {name}.ko (exit {proc.returncode}): "
+                             f"{errors[0] if errors else proc.stderr.strip()[-300:]}\n{proc.stderr}")
+        shutil.copy2(ko, out / ko.name)
+    return out / f"{name}.ko"

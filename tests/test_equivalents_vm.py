@@ -5,11 +5,12 @@ binary and its shared libraries go into the initramfs, each script runs with
 ``bpftrace -c WORKLOAD SCRIPT`` (probes attached before the workload starts, END when it exits),
 and its report is checked for exact counts: the same counts the C module's VM tests assert.
 
-SystemTap cannot be run this way: its pass 4 (compiling the module) does not work against
-Debian's 6.1 kernel (see docs/equivalents.md); its scripts are checked by pass 2 only.
+The SystemTap script runs too: SystemTap 4.8's pass 4 fails on Debian's 6.1.192 kernel
+(task_work_cancel changed), and kprobegen.equivalents.stap_runtime() builds against a runtime
+copy with that one call renamed; staprun and stapio go into the guest like bpftrace.
 
-Time: one VM boot, about 30-60 s under TCG (most of it unpacking bpftrace's ~200 MB of libraries
-and bpftrace starting twice).
+Time: about 90 s: two VM boots (~25 s each under TCG, most of it unpacking bpftrace's ~200 MB
+of libraries), one Kbuild build and one `stap -p4` (~45 s, cached by stap afterwards).
 """
 
 from __future__ import annotations
@@ -228,28 +229,58 @@ def bpftrace_report(output: str, hooks: list[str]) -> dict[str, tuple[int, dict[
     return out
 
 
-def test_module_and_bpftrace_count_the_same(kernel_61, tmp_path):
+def stap_report(output: str) -> dict[str, tuple[int, dict[str, int]]]:
+    """hook → (hits, {key: count}) from the SystemTap script's end report."""
+    end = output.rsplit("reason=end", 1)[1]
+    hooks: dict[str, tuple[int, dict[str, int]]] = {}
+    for kind, rest in re.findall(r"^(hook|key) (.*)$", end, re.M):
+        fields = dict(f.split("=", 1) for f in rest.split() if "=" in f)
+        if kind == "hook":
+            hooks[fields["name"]] = (int(fields["hits"]), {})
+        else:
+            hooks[fields["hook"]][1][fields["key"]] = int(fields["count"])
+    return hooks
+
+
+def test_module_stap_and_bpftrace_count_the_same(kernel_61, tmp_path):
+    """The C module, the SystemTap script and the bpftrace script, all three attached to one
+    workload in one guest, report the same hits and the same keys."""
+    from kprobegen.equivalents import build_stap, render_stap, stap_tree
     from kprobegen.kbuild import build
     from kprobegen.vm import run
 
     require(shutil.which("bpftrace") is not None, "apt-get install bpftrace")
+    require(shutil.which("stap") is not None, "apt-get install systemtap")
     spec = parse_spec(COMPARED, "equiv_compare.yaml")
     built = build(spec, tmp_path / "build", kernel=kernel_61)
     work = tmp_path / "guest"
     work.mkdir()
+    # stap 4.8's pass 4 needs the runtime fix of equivalents.stap_runtime() for this kernel.
+    build_stap(render_stap(spec).text, stap_tree(kernel_61), work, "stap_equiv_compare")
     (work / "workload.sh").write_text(WORKLOAD)
     (work / "equiv_compare.bt").write_text(render_bpftrace(spec).text)
-    # The module is loaded before the command runs; nothing it counts (sync, and opens by
-    # processes named cat) happens before bpftrace has attached and started the workload.
-    cmd = ["/usr/bin/bpftrace", "-c", "/bin/sh /root/kpg-bt/workload.sh", "/root/kpg-bt/equiv_compare.bt"]
-    add = [(work, "/root/kpg-bt")] + guest_files_for("/usr/bin/bpftrace")
-    result = run(kernel_61, [built.ko], cmd, add=add, timeout=600, memory_mb=1536)
-    assert result.status == "ok" and result.exit_code == 0, result.stderr + result.console_tail[-2000:]
+    (work / "bt.sh").write_text(
+        "/usr/bin/bpftrace -c '/bin/sh /root/kpg-bt/workload.sh' /root/kpg-bt/equiv_compare.bt > /root/bt.out 2>&1\n")
+    # The module is loaded first, then staprun starts the stap module and runs bt.sh, in which
+    # bpftrace attaches and runs the workload. Nothing any of them counts (sync, and opens by
+    # processes named cat) happens outside the workload.
+    (work / "run.sh").write_text(
+        "/usr/bin/staprun -c '/bin/sh /root/kpg-bt/bt.sh' /root/kpg-bt/stap_equiv_compare.ko; echo \"=== stap rc $?\"\n"
+        # A shell loop, not cat: the module is still loaded and counts opens by cat.
+        "echo '=== bpftrace'\nwhile IFS= read -r line; do echo \"$line\"; done < /root/bt.out\n")
+    add = [(work, "/root/kpg-bt")]
+    for binary in ("/usr/bin/bpftrace", "/usr/bin/staprun", "/usr/lib/systemtap/stapio"):
+        add += [f for f in guest_files_for(binary) if f[1] not in {g for _, g in add}]
+    result = run(kernel_61, [built.ko], ["/bin/sh", "/root/kpg-bt/run.sh"], add=add, timeout=600, memory_mb=1536)
+    assert result.status == "ok" and "=== stap rc 0" in result.stdout, result.stdout + result.stderr
+    stap_out, bt_out = result.stdout.split("=== bpftrace\n", 1)
     names = [h.hook_name for h in spec.hooks]
     c = module_report(result.kernel_log, "equiv_compare")
-    bt = bpftrace_report(result.stdout, names)
+    bt = bpftrace_report(bt_out, names)
+    st = stap_report(stap_out)
     # comm keys: the protocol escapes bytes outside 0x21..0x7e; these comms need none.
     assert c == bt, f"module {c}\nbpftrace {bt}"
+    assert c == st, f"module {c}\nstap {st}"
     assert c["sync_by_comm"] == (3, {"sync": 3}) and c["sync_latency"][0] == 3
     assert c["sync_nobody"] == (0, {}) and c["cat_dfd"] == (2, {"4294967196": 2})
     assert c["cat_errors"][0] == 1 and c["cat_opens"][1]["-2"] == 1
