@@ -17,7 +17,7 @@ import re
 from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 from .errors import ReportError
 from .results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
@@ -478,10 +478,30 @@ def _instances(module: str, recs, problems: list[str]):
     insts: list[dict[int, Record]] = []
     first_lines: list[int] = []
     dups = 0
+    # Candidates for a run that starts at SEQ 0, without trying every earlier load (a log
+    # of many reloads): the instances whose SEQ 1 holds the same text, and those that have
+    # no SEQ 1 at all.
+    by_seq1: dict[tuple[str, str], list[int]] = {}
+    no_seq1: set[int] = set()
+
+    def candidates(run) -> Iterable[int]:
+        if run[0][0] == 0 and len(run) > 1 and run[1][0] == 1:
+            r1 = run[1]
+            return sorted(set(by_seq1.get((r1[1], r1[2].rstrip()), ())) | no_seq1, reverse=True)
+        return range(len(insts) - 1, -1, -1)
+
+    def index(idx: int) -> None:      # on a new instance, and when one that had no SEQ 1 grows
+        r1 = insts[idx].get(1)
+        if r1 is None:
+            no_seq1.add(idx)
+        else:
+            no_seq1.discard(idx)
+            by_seq1.setdefault((r1[1], r1[2].rstrip()), []).append(idx)
+
     for run in _split_runs(recs):
         target = None
         starts_at_zero = run[0][0] == 0
-        for idx in range(len(insts) - 1, -1, -1):
+        for idx in candidates(run):
             ok, shared = _compatible(insts[idx], run)
             if not ok:
                 continue
@@ -497,6 +517,7 @@ def _instances(module: str, recs, problems: list[str]):
         if target is None:
             insts.append({r[0]: r for r in run})
             first_lines.append(run[0][3])
+            index(len(insts) - 1)
             continue
         inst = insts[target]
         for r in run:
@@ -504,6 +525,8 @@ def _instances(module: str, recs, problems: list[str]):
                 dups += 1
             else:
                 inst[r[0]] = r
+        if target in no_seq1:
+            index(target)
     out = []
     for idx, recmap in enumerate(insts):
         inst = Instance(module, idx, recmap, first_lines[idx])
