@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import random
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,8 +18,15 @@ from kprobegen.report import parse_log
 from kprobegen.results import Bucket, Histogram, HookResult, Results, results_from_json, results_json
 from report_model import LOG_FORMS, ModuleWriter, render_log
 
-SETTINGS = settings(max_examples=120, deadline=None,
+SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+try:
+    import jsonschema
+    _validator = jsonschema.Draft202012Validator(json.loads(
+        (Path(__file__).resolve().parent.parent / "schema" / "results.schema.json").read_text()))
+except ImportError:         # CI installs it (see the report for the package list)
+    _validator = None
 
 IDENT = st.from_regex(r"[a-z_][a-z0-9_]{0,14}", fullmatch=True)
 SYMBOL = st.from_regex(r"[a-z_][a-z0-9_]{0,14}(\.isra\.0|\.constprop\.0|\.cold)?", fullmatch=True)
@@ -156,9 +166,17 @@ def test_every_form_round_trips(log, form, crlf, as_bytes):
     assert p.unrecognised == {}
     assert p.problems == []
     assert p.duplicates == 0
-    # JSON keeps every value exactly
+    # JSON keeps every value exactly, and is what the schema says
     got = p.results(all=True)
-    assert results_from_json(results_json(got)) == got
+    doc = json.loads(json.dumps(results_json(got)))
+    assert results_from_json(doc) == got
+    if _validator is not None:
+        _validator.validate(doc)
+    # the same log among many unrelated lines (the sparse scan) reads the same
+    sparse = "\n".join(f"[    0.{i:06d}] unrelated line {i}" for i in range(200)) + "\n"
+    p2 = parse_log(sparse + text + sparse)
+    for module, exp in expected.items():
+        assert p2.results(module, all=True) == exp
 
 
 @SETTINGS
