@@ -6,8 +6,10 @@ and module instance, drops lines seen twice, cuts each instance into report fram
 checks every frame: a frame is complete only when nothing of it is missing. Incomplete
 frames are kept and marked; they are never repaired. See docs/results.md.
 
-Speed: the log is scanned with ``str.find`` for the prefix (most lines are not ours), a
-record costs one split; field values are converted when a frame is turned into Results.
+Speed (bench/parse_bench.py): protocol lines are found with one ``split`` of the text
+(dense logs) or ``str.find`` jumps (sparse ones), a record costs one more split; field
+values are converted only when a frame is turned into Results (``Frame.results()``), so the
+default ``results()`` converts one frame per module.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ _BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]+) high=(inf|-?[
 
 
 class Record(NamedTuple):
-    """One protocol line: its SEQ, record type, the raw ``key=value`` text and its log line."""
+    """One protocol line: its SEQ, record type, the raw ``key=value`` text and its log line
+    (1-based). The parser keeps records as plain tuples in this order (``Frame.records``,
+    ``Frame.begin``, ``Instance.records``); ``Record._make(t)`` names the fields."""
 
     seq: int
     type: str
