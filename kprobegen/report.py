@@ -351,7 +351,8 @@ def _scan(text: str):
         i = line.find(PREFIX1)
         if i:
             if i < 0:
-                _other_version(line, unrecognised)
+                if PREFIX in line:
+                    _other_version(line, unrecognised)
                 continue
             first = line[0]
             if first == " " or first == "\t":
@@ -391,8 +392,9 @@ def _scan(text: str):
     return per_module, unrecognised, nprefixed, nlines
 
 
-def _hit_lines(text: str) -> tuple[list[tuple[int, str]], int]:
-    """[(line number, line)] of the lines holding the prefix, and the number of lines.
+def _hit_lines(text: str) -> tuple[Iterable[tuple[int, str]], int]:
+    """(line number, line) for (at least) the lines holding the prefix, and the number of
+    lines.
 
     Where protocol lines are sparse (a real dmesg), jump from one to the next with
     str.find and count the newlines in between; where they are dense, split the text."""
@@ -400,7 +402,7 @@ def _hit_lines(text: str) -> tuple[list[tuple[int, str]], int]:
     if sample.count(PREFIX) * 8 > sample.count("\n"):
         lines = text.split("\n")
         nlines = len(lines) - (lines[-1] == "") if text else 0
-        return [(n, ln) for n, ln in enumerate(lines, 1) if PREFIX in ln], nlines
+        return enumerate(lines, 1), nlines      # the caller skips lines without the prefix
     hits = []
     find = text.find
     rfind = text.rfind
