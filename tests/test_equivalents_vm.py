@@ -90,27 +90,44 @@ def guest_files_for(binary: str) -> list[tuple[Path, str]]:
     return [(Path(binary), binary)] + [(Path(lib), lib) for lib in libs]
 
 
+def tool_files(binaries) -> list[tuple[Path, str]]:
+    add: list[tuple[Path, str]] = []
+    for binary in binaries:
+        add += [f for f in guest_files_for(binary) if f[1] not in {g for _, g in add}]
+    return add
+
+
 @pytest.fixture(scope="module")
 def guest_run(kernel_61, tmp_path_factory):
+    """Both specs' bpftrace scripts and SystemTap modules, each run over the workload in one
+    guest: {"main": bpftrace output, "limited": …, "stap_main": stap output, "stap_limited": …}."""
+    from kprobegen.equivalents import build_stap, render_stap, stap_tree
     from kprobegen.vm import run
 
     require(shutil.which("bpftrace") is not None, "apt-get install bpftrace")
+    require(shutil.which("stap") is not None, "apt-get install systemtap")
     require(shutil.which("qemu-system-x86_64") is not None, "apt-get install qemu-system-x86 busybox-static")
     work = tmp_path_factory.mktemp("bt-vm")
     (work / "workload.sh").write_text(WORKLOAD)
+    tree = stap_tree(kernel_61)
     runner = ["set -u"]
     for name, text in (("main", MAIN), ("limited", LIMITED)):
-        (work / f"{name}.bt").write_text(render_bpftrace(parse_spec(text, f"{name}.yaml")).text)
+        spec = parse_spec(text, f"{name}.yaml")
+        (work / f"{name}.bt").write_text(render_bpftrace(spec).text)
+        build_stap(render_stap(spec).text, tree, work, f"stap_{name}")
         runner += [
             f"echo '=== {name}'",
             f"/usr/bin/bpftrace -c '/bin/sh /root/kpg-bt/workload.sh' /root/kpg-bt/{name}.bt; echo \"=== rc $?\"",
+            f"echo '=== stap_{name}'",
+            f"/usr/bin/staprun -c '/bin/sh /root/kpg-bt/workload.sh' /root/kpg-bt/stap_{name}.ko; echo \"=== rc $?\"",
         ]
     (work / "run.sh").write_text("\n".join(runner) + "\n")
-    add = [(work, "/root/kpg-bt")] + guest_files_for("/usr/bin/bpftrace")
+    add = [(work, "/root/kpg-bt")] + tool_files(["/usr/bin/bpftrace", "/usr/bin/staprun", "/usr/lib/systemtap/stapio"])
     result = run(kernel_61, [], ["/bin/sh", "/root/kpg-bt/run.sh"], add=add, timeout=600, memory_mb=1536)
     assert result.status == "ok", result.console_tail[-3000:]
     sections = dict(re.findall(r"^=== (\w+)\n(.*?)^=== rc 0$", result.stdout, re.S | re.M))
-    assert set(sections) == {"main", "limited"}, f"a bpftrace run failed:\n{result.stdout}\n{result.stderr}"
+    assert set(sections) == {"main", "limited", "stap_main", "stap_limited"}, \
+        f"a run failed:\n{result.stdout}\n{result.stderr}"
     return sections
 
 
@@ -164,7 +181,7 @@ def test_max_hits_stops_counting(guest_run):
 
 def test_report_leaves_no_stray_maps(guest_run):
     # END prints, then clears every map, so bpftrace's own exit-time dump adds nothing.
-    for out in guest_run.values():
+    for out in (guest_run["main"], guest_run["limited"]):
         tail = out.rsplit("report module=", 1)[1]
         assert len(re.findall(r"^@hits\[", tail, re.M)) == len(set(re.findall(r"^@hits\[(\w+)\]", tail, re.M)))
         assert not re.search(r"^@\S+: 0$", tail, re.M)
@@ -269,8 +286,7 @@ def test_module_stap_and_bpftrace_count_the_same(kernel_61, tmp_path):
         # A shell loop, not cat: the module is still loaded and counts opens by cat.
         "echo '=== bpftrace'\nwhile IFS= read -r line; do echo \"$line\"; done < /root/bt.out\n")
     add = [(work, "/root/kpg-bt")]
-    for binary in ("/usr/bin/bpftrace", "/usr/bin/staprun", "/usr/lib/systemtap/stapio"):
-        add += [f for f in guest_files_for(binary) if f[1] not in {g for _, g in add}]
+    add += tool_files(["/usr/bin/bpftrace", "/usr/bin/staprun", "/usr/lib/systemtap/stapio"])
     result = run(kernel_61, [built.ko], ["/bin/sh", "/root/kpg-bt/run.sh"], add=add, timeout=600, memory_mb=1536)
     assert result.status == "ok" and "=== stap rc 0" in result.stdout, result.stdout + result.stderr
     stap_out, bt_out = result.stdout.split("=== bpftrace\n", 1)
@@ -284,3 +300,38 @@ def test_module_stap_and_bpftrace_count_the_same(kernel_61, tmp_path):
     assert c["sync_by_comm"] == (3, {"sync": 3}) and c["sync_latency"][0] == 3
     assert c["sync_nobody"] == (0, {}) and c["cat_dfd"] == (2, {"4294967196": 2})
     assert c["cat_errors"][0] == 1 and c["cat_opens"][1]["-2"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The SystemTap scripts, run for real
+
+
+def test_stap_counts_filters_keys_and_latency_are_exact(guest_run):
+    st = stap_report(guest_run["stap_main"])
+    assert st["sync_by_comm"] == (3, {"sync": 3})
+    assert st["sync_latency"] == (3, {})
+    assert st["sync_nobody"] == (0, {})
+    assert st["sync_events"] == (3, {})
+    hits, fds = st["cat_opens"]
+    assert hits == 2 and fds.pop("-2") == 1 and list(fds.values()) == [1] and int(*fds) >= 0
+    assert st["cat_dfd"] == (2, {"4294967196": 2})
+    assert st["cat_at_fdcwd_64"][0] == 2 and st["cat_at_fdcwd_negative"][0] == 0
+    out = guest_run["stap_main"]
+    assert re.search(r"^hist hook=sync_latency of=latency scale=log2 unit=ns count=3 sum=\d+ min=[1-9]\d* max=\d+$", out, re.M)
+    assert re.search(r"^hist hook=cat_open_errors of=retval scale=linear unit=- count=1 sum=-2 min=-2 max=-2$", out, re.M)
+
+
+def test_stap_linear_histogram_has_the_protocol_buckets(guest_run):
+    # @hist_linear(h, -4, 2, 2): regular buckets -4, -2, 0, 2 (= [max-step, max)); -2 is in [-2, 0).
+    out = guest_run["stap_main"].split("hist hook=cat_open_errors", 1)[1]
+    assert re.search(r"^\s*-2 \|@+\s+1$", out, re.M), out[:600]
+
+
+def test_stap_print_is_rate_limited_to_the_burst(guest_run):
+    events = re.findall(r"^event hook=sync_events pid=\d+ tgid=\d+ cpu=\d+ comm=sync arg0=-?\d+$", guest_run["stap_main"], re.M)
+    assert len(events) == 2
+
+
+def test_stap_max_hits_stops_counting(guest_run):
+    out = guest_run["stap_limited"]
+    assert re.search(r"^hook name=sync_two probe=kprobe symbol=ksys_sync hits=2 disarmed=1 by=-$", out, re.M), out
