@@ -656,8 +656,8 @@ STAP_RUNTIME = "/usr/share/systemtap/runtime"
 def stap_runtime(tree) -> str:
     """The SystemTap runtime folder to build against this kernel tree (``stap -R``).
 
-    SystemTap 4.8's runtime calls ``task_work_cancel(task, func)``. Linux 6.11 (and the 6.1.y
-    stable series by 6.1.192, which Debian 12 ships) renamed that to ``task_work_cancel_func()``
+    SystemTap 4.8's runtime calls ``task_work_cancel(task, func)``. The kernel (upstream in 2024,
+    and the 6.1.y stable series by 6.1.192, which Debian 12 ships) renamed that to ``task_work_cancel_func()``
     and gave ``task_work_cancel()`` a ``struct callback_head *`` argument and a bool result, so
     pass 4 fails with "incompatible pointer type" in runtime/stp_task_work.c. For such a tree
     (told apart by ``task_work_cancel_func`` in the tree's System.map),
