@@ -1,0 +1,98 @@
+"""`kprobegen run` as a user runs it: real build, real VM, exact counts, and the failure paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODULES = Path(__file__).resolve().parent.parent / "modules"
+pytestmark = [pytest.mark.vm, pytest.mark.build]
+
+
+def kprobegen(*args, check_rc=None):
+    done = subprocess.run([sys.executable, "-m", "kprobegen", *args], capture_output=True, text=True, timeout=600)
+    if check_rc is not None:
+        assert done.returncode == check_rc, (done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def spec_file(tmp_path, symbol, name="probe_one", extra=""):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"module: {name}\nhooks:\n  - name: h\n    symbol: {symbol}\n{extra}")
+    return path
+
+
+def test_run_json_counts_and_exit_code(kernel_61):
+    done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--json", "--",
+                     "sh", "-c", "sync; sync; sync; sync; exit 3", check_rc=3)
+    result = json.loads(done.stdout)
+    assert result["exit_code"] == 3
+    assert result["module"] == "sync_counter" and result["kernel"] == kernel_61.release
+    assert result["complete"] is True and result["lost_lines"] == 0
+    hook = result["hooks"]["sync"]
+    assert (hook["hits"], hook["missed"], hook["dropped"], hook["by"]) == (4, 0, 0, {"sync": 4})
+    assert result["accel"] in ("kvm", "tcg")
+    assert not done.stderr.strip(), "no progress on stderr when it is not a terminal"
+
+
+def test_run_table_output(kernel_61):
+    done = kprobegen("run", str(MODULES / "sync_latency.yaml"), "--", "sh", "-c", "sync; sync", check_rc=0)
+    assert "sync_ns" in done.stdout and "ksys_sync" in done.stdout
+    assert "|@" in done.stdout, "a histogram drawn with @ bars"
+    assert "workload exit code 0" in done.stdout
+
+
+def test_missing_symbol_refused_before_building(kernel_61, tmp_path):
+    done = kprobegen("run", str(spec_file(tmp_path, "ksys_synk")), "--", "true", check_rc=2)
+    assert "ksys_synk" in done.stderr and "ksys_sync" in done.stderr, "names the symbol and suggests the real one"
+    assert done.stderr.count("\n") == 1
+
+
+def test_blacklisted_symbol_refused_before_building(kernel_61, tmp_path):
+    done = kprobegen("run", str(spec_file(tmp_path, "__die")), "--", "true", check_rc=2)
+    assert "__die" in done.stderr and "blacklist" in done.stderr
+
+
+def test_init_failure_is_reported_with_the_kernels_reason(kernel_61, tmp_path):
+    # Skip the pre-build check so the kernel itself refuses the probe: register_kprobe() = -EINVAL.
+    done = kprobegen("run", str(spec_file(tmp_path, "__die", name="doomed")), "--no-symbol-check", "--", "true",
+                     check_rc=1)
+    assert "insmod doomed failed" in done.stderr
+    assert "hook=h symbol=__die err=-22" in done.stderr, done.stderr
+
+
+def test_glob_expands_against_the_kernel(kernel_61, tmp_path):
+    spec = spec_file(tmp_path, "ksys_sync*", name="globbed")
+    done = kprobegen("render", str(spec), "--kernel", kernel_61.release, check_rc=0)
+    assert 'symbol_name = "ksys_sync"' in done.stdout
+    done = kprobegen("check", str(spec_file(tmp_path, "zzz_no_such_*", name="nomatch")), "--kernel",
+                     kernel_61.release, check_rc=2)
+    assert "No functions matched" in done.stderr
+
+
+def test_host_loading_refused_with_a_reason(tmp_path):
+    from kprobegen.kmod import host_module_support
+
+    supported, why = host_module_support()
+    done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--host", "--", "true")
+    assert done.returncode != 0 and "--vm" in done.stderr
+    if not supported:
+        assert why in done.stderr
+
+
+def test_bad_spec_is_one_line_and_nothing_is_built(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("module: m\nhooks:\n  - symbol: ksys_sync\n    cont_by: comm\n")
+    out = tmp_path / "out"
+    done = kprobegen("build", str(bad), "-o", str(out), check_rc=2)
+    assert done.stderr == f"kprobegen: error: {bad}:4:5: hooks[0].cont_by: unknown key 'cont_by'; did you mean 'count_by'?\n"
+    assert not out.exists()
+
+
+def test_schema_command_prints_json_schema():
+    schema = json.loads(kprobegen("schema", check_rc=0).stdout)
+    assert schema["$schema"].endswith("2020-12/schema") and "hooks" in schema["required"]
