@@ -440,6 +440,9 @@ def _other_version(line: str, unrecognised: dict[str, int]) -> None:
 
 def _split_runs(recs):
     """Runs: stretches of a module's records in log order whose SEQ rises; SEQ 0 starts one."""
+    seqs = [r[0] for r in recs]
+    if seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs.count(0) <= (seqs[0] == 0):
+        return [recs]           # the usual case, checked at C speed: one clean run
     runs = []
     cur = []
     last = -1
