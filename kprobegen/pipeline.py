@@ -95,7 +95,7 @@ def run_spec(
     run.raise_for_status()
     for load in run.loads:
         if load.insmod_rc != 0:
-            raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.error or 'no reason given'}")
+            raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.reason or 'no reason given'}")
     say("collecting")
     results = parse_log(run.kernel_log).results(module=spec.module)
     return SpecRun(spec, built, run, results)
