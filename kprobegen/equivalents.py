@@ -32,6 +32,7 @@ import jinja2
 
 from . import __version__
 from .errors import RenderError
+from .render import environment
 from .spec import S64_MAX, S64_MIN, Hook, Spec
 
 __all__ = [
@@ -112,31 +113,12 @@ def _check_names(spec: Spec) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The Jinja environment: the lead's (kprobegen.render) when it is there, else the same settings.
-
-
-def _environment() -> jinja2.Environment:
-    try:
-        from .render import environment
-    except ImportError:  # pragma: no cover - render.py landed in the same session
-        from pathlib import Path
-
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent.parent / "templates")),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-    else:
-        env = environment()
-    return env
+# Templates: the project's Jinja environment (kprobegen.render: StrictUndefined, templates/).
 
 
 def _render(template: str, context: dict) -> str:
     try:
-        return _environment().get_template(template).render(context)
+        return environment().get_template(template).render(context)
     except jinja2.TemplateError as exc:
         raise RenderError(f"rendering {template} failed (a kprobegen bug): {exc}") from exc
 
