@@ -481,6 +481,7 @@ def _spec_text(draw) -> str:
     return json.dumps(spec)  # JSON is YAML
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=_spec_text())
 def test_random_specs_pass_both_tools(text, tree, bpftrace):

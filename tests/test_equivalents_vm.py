@@ -26,6 +26,8 @@ from conftest import require
 from kprobegen.equivalents import render_bpftrace
 from kprobegen.spec import parse_spec
 
+pytestmark = [pytest.mark.vm, pytest.mark.build, pytest.mark.slow]
+
 WORKLOAD = """\
 sync
 sync
