@@ -28,12 +28,19 @@ def require(ok: bool, what: str) -> None:
     pytest.skip(f"{what}; to enable these tests, {ENABLE}")
 
 
-@pytest.fixture(scope="session")
-def kernel():
-    from kprobegen.errors import KernelError
+def _wanted_kernels() -> list[str | None]:
+    """KPROBEGEN_VM_KERNELS=bookworm,bullseye,bookworm-backports (releases or suites) runs every
+    VM test on each of those kernels (fetch them first: kprobegen kernels fetch SUITE); unset,
+    the default kernel only."""
+    names = [n.strip() for n in os.environ.get("KPROBEGEN_VM_KERNELS", "").split(",") if n.strip()]
+    return names or [None]
+
+
+@pytest.fixture(scope="session", params=_wanted_kernels(), ids=lambda n: n or "default")
+def kernel(request):
+    from kprobegen.errors import KernelError, VMError
     from kprobegen.vm import resolve_kernel
     from kprobegen.vm.initramfs import find_busybox
-    from kprobegen.errors import VMError
 
     require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 not found")
     try:
@@ -41,7 +48,7 @@ def kernel():
     except VMError as e:
         require(False, str(e))
     try:
-        k = resolve_kernel(None)
+        k = resolve_kernel(request.param)
     except KernelError as e:
         require(False, f"no kernel to boot ({e})")
     require(Path(k.image).is_file(), f"kernel image {k.image} missing")
@@ -57,13 +64,15 @@ def kernel_tree(kernel):
 
 
 @pytest.fixture(scope="session")
-def handmade(kernel_tree, tmp_path_factory) -> dict[str, Path]:
+def handmade(kernel, kernel_tree, tmp_path_factory) -> dict[str, Path]:
     """The hand-written test modules of tests/data/handmade, built with plain Kbuild."""
     out = tmp_path_factory.mktemp("handmade")
     for f in HANDMADE.iterdir():
         if f.suffix == ".c" or f.name == "Kbuild":
             shutil.copy(f, out / f.name)
-    proc = subprocess.run(["make", "-C", str(kernel_tree), f"M={out}", "modules"],
+    make_vars = kernel.make_vars() if hasattr(kernel, "make_vars") else {}  # CC=gcc-12 for 5.10
+    proc = subprocess.run(["make", "-C", str(kernel_tree), f"M={out}",
+                           *(f"{k}={v}" for k, v in sorted(make_vars.items())), "modules"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"Kbuild failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return {p.stem: p for p in out.glob("*.ko")}
