@@ -50,7 +50,12 @@ __all__ = [
 #: The kernel used when kprobegen.kernels is not importable (Debian 12's cloud kernel).
 DEFAULT_RELEASE = "6.1.0-56-cloud-amd64"
 
-_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
+_PKG = Path(__file__).resolve().parents[1]
+_TEMPLATES = next(
+    (p for p in (_PKG / "templates", _PKG.parent / "templates") if (p / "vm-init.sh.j2").is_file()),
+    _PKG.parent / "templates",
+)
 _SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _MODNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Kernel log lines that make a run that otherwise finished an "oops".

@@ -23,7 +23,7 @@ def require(ok: bool, what: str) -> None:
     """Skip (fail under CI) unless ``ok``."""
     if ok:
         return
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{what} -- CI must provide it (.ci/run)")
     pytest.skip(f"{what}; to enable these tests, {ENABLE}")
 

@@ -15,7 +15,13 @@ from kprobegen.errors import VMError
 from kprobegen.vm.initramfs import Initramfs
 from kprobegen.vm.runner import _Protocol, _guest_path, render_init
 
-pytestmark = pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio(1) not installed: apt-get install cpio")
+
+
+@pytest.fixture
+def cpio():
+    from .conftest import require
+
+    require(shutil.which("cpio") is not None, "cpio(1) not installed (apt-get install cpio)")
 
 
 def _archive(tmp_path, compress=False):
@@ -34,7 +40,7 @@ def _listing(path):
     return {line.split()[-1] if "->" not in line else line.split()[-3]: line for line in out.stdout.splitlines()}
 
 
-def test_cpio_lists_what_was_written(tmp_path):
+def test_cpio_lists_what_was_written(tmp_path, cpio):
     _, path = _archive(tmp_path)
     names = subprocess.run(["cpio", "-it", "-F", str(path)], capture_output=True, text=True,
                            check=True).stdout.split()
@@ -42,7 +48,7 @@ def test_cpio_lists_what_was_written(tmp_path):
                      "bin/sh", "dev", "dev/console"]
 
 
-def test_modes_symlinks_and_devices(tmp_path):
+def test_modes_symlinks_and_devices(tmp_path, cpio):
     _, path = _archive(tmp_path)
     ls = _listing(path)
     assert ls["bin"].startswith("drwxr-xr-x")
@@ -53,7 +59,7 @@ def test_modes_symlinks_and_devices(tmp_path):
     assert "5,   1" in ls["dev/console"] or "5, 1" in ls["dev/console"]
 
 
-def test_contents_extract_byte_exact(tmp_path):
+def test_contents_extract_byte_exact(tmp_path, cpio):
     _, path = _archive(tmp_path)
     dest = tmp_path / "x"
     dest.mkdir()

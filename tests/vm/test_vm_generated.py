@@ -12,6 +12,8 @@ import pytest
 
 from kprobegen.vm import Oracle, run
 
+pytestmark = [pytest.mark.vm, pytest.mark.build]
+
 from .conftest import require
 from .reportlines import buckets, hooks, keys, records
 

@@ -13,6 +13,8 @@ import pytest
 from kprobegen.errors import VMError
 from kprobegen.vm import Oracle, run
 
+pytestmark = [pytest.mark.vm, pytest.mark.build]
+
 from .conftest import qemu_processes_with
 
 N = 5

@@ -10,6 +10,8 @@ from kprobegen.errors import VMError
 from kprobegen.vm import capture_profile, run
 from kprobegen.vm import qemu
 
+pytestmark = [pytest.mark.vm]
+
 
 def test_capture_profile_returns_the_guest_tables(kernel):
     p = capture_profile(kernel, timeout=240)
