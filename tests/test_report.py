@@ -401,3 +401,15 @@ def test_golden_histogram_edges():
                                         (1 << 40, "1T"), (5 << 30, "5G"), (1 << 62, "4E")])
 def test_bpftrace_style_bounds(value, text):
     assert bound_text(value) == text
+
+
+def test_two_lines_run_together_on_a_console():
+    # two CPUs printing at once can glue lines: "…count=3kprobegen/1 m 4 key …"
+    lines = _frame(HOOK, "key hook=h key=10 count=3", "key hook=h key=11 count=1").splitlines()
+    glued = lines[:3] + [lines[3] + lines[4]] + lines[5:]
+    p = parse_log("\n".join(glued))
+    [r] = p.results("m", all=True)
+    assert not r.complete and r.lost_lines == 1
+    assert "1 line(s) missing between SEQ 1 and 5" in r.problems
+    assert any("key record at SEQ 3" in x and "not KEY=VALUE" in x for x in r.problems)
+    assert p.unrecognised == {"key (malformed)": 1}
