@@ -1,6 +1,6 @@
 """Re-create tests/fixtures/logs/: kernel logs of real VM runs, for the report parser's tests.
 
-    python -m tests.vm.save_log_fixtures [--kernel RELEASE]
+    python -m tests.vm.save_log_fixtures [--kernel RELEASE|SUITE] [--no-cycles]
 
 Each run writes NAME.dmesg.txt (busybox `dmesg`: "[  1.234567] text"), NAME.dmesg-r.txt
 (`dmesg -r`: "<6>[  1.234567] text") and NAME.kmsg.txt (`cat /dev/kmsg`:
@@ -32,7 +32,9 @@ HANDMADE = ROOT / "tests" / "data" / "handmade"
 def _handmade(kernel, tmp: Path) -> dict[str, Path]:
     d = tmp / "handmade"
     shutil.copytree(HANDMADE, d)
-    subprocess.run(["make", "-C", str(kernel.build_dir), f"M={d}", "modules"], check=True,
+    make_vars = kernel.make_vars() if hasattr(kernel, "make_vars") else {}  # CC=gcc-12 for 5.10
+    subprocess.run(["make", "-C", str(kernel.build_dir), f"M={d}",
+                    *(f"{k}={v}" for k, v in sorted(make_vars.items())), "modules"], check=True,
                    capture_output=True)
     return {p.stem: p for p in d.glob("*.ko")}
 
@@ -62,7 +64,8 @@ def _save(name: str, r, kernel, modules: list[str], cmd: list[str], note: str) -
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--kernel", default=None)
+    ap.add_argument("--kernel", default=None, help="a release or suite (default: the default kernel)")
+    ap.add_argument("--no-cycles", action="store_true", help="skip the 100-cycle run (its logs are large)")
     args = ap.parse_args(argv)
     kernel = resolve_kernel(args.kernel)
     ver = ".".join(kernel.release.split(".")[:2])
@@ -97,6 +100,8 @@ def main(argv=None) -> int:
               "kpg_hand_einval's init returns -EINVAL: insmod fails, the workload does not run, "
               "kpg_hand_sync is unloaded with hits=0")
 
+        if args.no_cycles:
+            return 0
         cmd = ["sh", "-c", "for i in $(seq 100); do insmod /root/fork_counter.ko && insmod /root/openat_by_cat.ko "
                "&& cat /proc/version > /dev/null && rmmod openat_by_cat && rmmod fork_counter || exit $i; done"]
         r = run(kernel, [], cmd, add=[(gen["fork_counter"], "fork_counter.ko"),
