@@ -103,6 +103,17 @@ def qemu_argv(
     ]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL qemu when the Python process that started it dies
+    (qemu is in its own session, so a Ctrl-C on the terminal does not reach it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort: the runner also kills qemu itself
+        pass
+
+
 @dataclass
 class QemuProcess:
     """A running qemu in its own process group, with its two serial logs."""
@@ -126,6 +137,7 @@ class QemuProcess:
                 stdout=err,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: killed as a whole
+                preexec_fn=_die_with_parent,
             )
         self._offsets = {"console": 0, "data": 0}
 

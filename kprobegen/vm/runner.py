@@ -350,47 +350,13 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
         q.start()
         s.marks["start"] = q.started
         probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and auto) else None
-        fell_back = False
-        while True:
-            proto.feed(q.read_new("data"))
-            s.console += q.read_new("console")
-            if "DONE" in s.marks:
-                q.wait(10.0)
-                q.kill()
-                s.status = "ok"
-                break
-            rc = q.poll()
-            if rc is not None:
-                # qemu is gone: read what it wrote last, then decide what happened.
-                proto.feed(q.read_new("data") + b"\n")
-                s.console += q.read_new("console")
-                if "DONE" in s.marks:
-                    s.status = "ok"
-                    break
-                text = s.console.decode(errors="replace")
-                if _PANIC_RE.search(text):
-                    s.status = "panic"
-                elif re.search(r"\bOops\b|\bBUG: ", text):
-                    s.status = "oops"
-                else:
-                    s.status = "lost"
-                    err = q.stderr_text().strip()
-                    s.reason = (f"qemu exited with status {rc} before the guest finished"
-                                + (f": {err.splitlines()[-1]}" if err else ""))
-                break
-            now = time.monotonic()
-            if probe_until is not None and "BOOT" not in s.marks and now > probe_until:
-                q.kill()
-                _qemu.record_kvm_verdict("hangs")
-                kvm_probe = now - q.started
-                fell_back = True
-                break
-            if now > deadline:
-                q.kill()
-                s.status = "timeout"
-                s.reason = (f"no result within {timeout:g} s (stage: {_last_stage(s)}); qemu killed")
-                break
-            time.sleep(0.02)
+        try:
+            fell_back = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout)
+        finally:
+            q.kill()  # on every way out, KeyboardInterrupt included: no qemu outlives its run
+        if fell_back:
+            kvm_probe = time.monotonic() - q.started
+            _qemu.record_kvm_verdict("hangs")
         if acc == "kvm" and auto and "BOOT" in s.marks:
             _qemu.record_kvm_verdict("works")
         s.marks["exit"] = time.monotonic()
@@ -406,6 +372,46 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
     if s.status == "ok" and s.blob_errors:
         s.status, s.reason = "lost", "output protocol broken: " + "; ".join(s.blob_errors)
     return s
+
+
+def _follow(q: _qemu.QemuProcess, proto: _Protocol, s: _Session, *, probe_until: float | None,
+            deadline: float, timeout: float) -> bool:
+    """Poll the serial logs until DONE, qemu's exit, the KVM probe's end or the deadline; set
+    s.status / s.reason. True when a KVM boot did not reach /init in time (fall back)."""
+    while True:
+        proto.feed(q.read_new("data"))
+        s.console += q.read_new("console")
+        if "DONE" in s.marks:
+            q.wait(10.0)  # poweroff -f follows at once
+            s.status = "ok"
+            return False
+        rc = q.poll()
+        if rc is not None:
+            # qemu is gone: read what it wrote last, then decide what happened.
+            proto.feed(q.read_new("data") + b"\n")
+            s.console += q.read_new("console")
+            if "DONE" in s.marks:
+                s.status = "ok"
+                return False
+            text = s.console.decode(errors="replace")
+            if _PANIC_RE.search(text):
+                s.status = "panic"
+            elif re.search(r"\bOops\b|\bBUG: ", text):
+                s.status = "oops"
+            else:
+                s.status = "lost"
+                err = q.stderr_text().strip()
+                s.reason = (f"qemu exited with status {rc} before the guest finished"
+                            + (f": {err.splitlines()[-1]}" if err else ""))
+            return False
+        now = time.monotonic()
+        if probe_until is not None and "BOOT" not in s.marks and now > probe_until:
+            return True
+        if now > deadline:
+            s.status = "timeout"
+            s.reason = f"no result within {timeout:g} s (stage: {_last_stage(s)}); qemu killed"
+            return False
+        time.sleep(0.02)
 
 
 def _untar(blobs: dict[str, bytes]) -> dict[str, bytes]:

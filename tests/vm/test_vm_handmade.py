@@ -142,3 +142,32 @@ def test_add_files_and_forced_tcg(kernel, tmp_path):
     r.raise_for_status()
     assert r.accel == "tcg"
     assert r.stdout.splitlines() == ["tool x", "tool y", "e2c865db4162bed963bfaa9ef6ac18f0  /opt/d/bytes.bin"]
+
+
+def test_qemu_does_not_outlive_a_killed_runner(kernel, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KPROBEGEN_CACHE": str(tmp_path)}   # the run's files, hence qemu's argv, under tmp_path
+    code = ("import sys; from kprobegen.vm import run; "
+            "run(sys.argv[1], [], ['sleep', '1000'], timeout=300, accel='tcg')")
+    runner = subprocess.Popen([sys.executable, "-c", code, kernel.release], env=env,
+                              cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    try:
+        deadline = time.monotonic() + 60
+        while not qemu_processes_with(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert qemu_processes_with(str(tmp_path)), "qemu never started"
+        runner.send_signal(signal.SIGKILL)       # no finally, no cleanup: only PR_SET_PDEATHSIG
+        runner.wait(10)
+        deadline = time.monotonic() + 10
+        while qemu_processes_with(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert qemu_processes_with(str(tmp_path)) == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in qemu_processes_with(str(tmp_path)):  # our own orphans, when the test failed
+            os.kill(pid, signal.SIGKILL)
