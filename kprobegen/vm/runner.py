@@ -453,6 +453,13 @@ def _new_workdir() -> Path:
     base = _qemu.cache_dir() / "vm" / "runs"
     try:
         base.mkdir(parents=True, exist_ok=True)
+        # runs whose Python process was killed leave their directory behind: prune old ones
+        for old in base.glob("run-*"):
+            try:
+                if time.time() - old.stat().st_mtime > 6 * 3600:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
         return Path(tempfile.mkdtemp(prefix="run-", dir=base))
     except OSError:
         return Path(tempfile.mkdtemp(prefix="kprobegen-vm-"))
