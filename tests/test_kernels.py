@@ -322,7 +322,13 @@ def boot(k: Kernel, work: Path, ko: Path | None) -> str:
     initrd = work / "initrd.cpio.gz"
     initrd.write_bytes(gzip.compress(cpio, 1))
     argv = ["qemu-system-x86_64", "-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio",
-            "-m", "512", "-accel", "tcg", "-kernel", str(k.image), "-initrd", str(initrd),
+            "-m", "512", "-accel", "tcg",
+            # Debian 12's qemu 7.2 TCG mis-emulates CMPXCHG16B: the 6.12 kernels' SLUB fast path
+            # (cmpxchg16b %gs:...) then crashes at boot in ~40% of boots here (double faults,
+            # NULL dereferences; 6.1 and 5.10: 0/25). Without cx16 SLUB takes its other path:
+            # 0/25 crashes for 6.12, and 6.1/5.10/trixie boot as before. See docs/kernels.md.
+            "-cpu", "qemu64,-cx16",
+            "-kernel", str(k.image), "-initrd", str(initrd),
             "-append", "console=ttyS0 panic=-1 quiet"]
     res = subprocess.run(argv, capture_output=True, timeout=240, stdin=subprocess.DEVNULL)
     return res.stdout.decode("latin-1").replace("\r", "")
