@@ -242,6 +242,7 @@ def _fetched_kernel(root: Path) -> Kernel | None:
     image = root / "boot" / f"vmlinuz-{release}"
     if not image.is_file():
         return None
+    _merged_usr_lib(root)
     build = root / "usr" / "src" / f"linux-headers-{release}"
     if (build / "Makefile").is_file():
         _fix_top_makefile(root, build)  # cheap; repairs the one absolute include if the cache moved
@@ -603,6 +604,16 @@ def resolve_packages(apt: _Apt) -> tuple[str, dict[str, str]]:
     return release, pkgs
 
 
+def _merged_usr_lib(root: Path) -> None:
+    """trixie's packages are merged-/usr (usr/lib/modules/...): lay such a tree out like a
+    merged-/usr root, where /lib -> usr/lib, so that lib/modules/<release> works for every suite."""
+    if not (root / "lib").exists() and not (root / "lib").is_symlink() and (root / "usr" / "lib").is_dir():
+        try:
+            os.symlink("usr/lib", root / "lib")
+        except OSError:
+            pass
+
+
 def _fix_top_makefile(root: Path, build: Path) -> None:
     """Debian's arch headers Makefile is one line, `include /usr/src/linux-headers-X-common/Makefile`:
     point it into the cache (absolute: Kbuild reads it from several directories)."""
@@ -701,10 +712,7 @@ def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False,
                                   f"or usr/src/linux-headers-{release}/Makefile")
             _say(progress, f"{suite}: fixing the headers' absolute links")
             _relativise_links(tmp)
-            if not (tmp / "lib").exists() and (tmp / "usr" / "lib").is_dir():
-                # trixie's packages are merged-/usr (usr/lib/modules/...): lay the tree out like
-                # a merged-/usr root, where /lib -> usr/lib, so lib/modules/<release> works too
-                os.symlink("usr/lib", tmp / "lib")
+            _merged_usr_lib(tmp)
             _fix_top_makefile(root, build)  # names the final root, which tmp becomes below
             (tmp / META_NAME).write_text(json.dumps({
                 "release": release,
