@@ -96,7 +96,6 @@ def run_spec(
     for load in run.loads:
         if load.insmod_rc != 0:
             raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.reason or 'no reason given'}")
-    say("collecting")
     results = parse_log(run.kernel_log).results(module=spec.module)
     return SpecRun(spec, built, run, results)
 
