@@ -25,9 +25,39 @@ def _hook(name, symbol, probe, hits, kind=None, by=None, hist=None):
     return HookResult(name, symbol, probe, hits, 0, 0, False, kind, by or {}, hist)
 
 
-def _r(module, ts, hooks, report=0, reason="unload", instance=0):
-    return Results(module, K, report, reason, ts, True, 0, [], {h.name: h for h in hooks},
+def _r(module, ts, hooks, report=0, reason="unload", instance=0, kernel=K):
+    return Results(module, kernel, report, reason, ts, True, 0, [], {h.name: h for h in hooks},
                    instance, [])
+
+
+def _same_workloads(kernel: str, ts: dict[str, int], tgid: int, latency: tuple,
+                    retval: tuple) -> dict[str, list[Results]]:
+    """The hand-sync, init-fails, fork-counter and generated-three runs on another kernel:
+    the same counts; timestamps, pids, latencies and fd numbers are that run's own."""
+    lsum, lmin, lmax, lbuckets = latency
+    rsum, rmin, rmax, rbuckets = retval
+    return {
+        "hand-sync": [_r("kpg_hand_sync", ts["hand"], [_hook("sync", "ksys_sync", "kprobe", 5)],
+                         kernel=kernel)],
+        "init-fails": [_r("kpg_hand_sync", ts["fails"], [_hook("sync", "ksys_sync", "kprobe", 0)],
+                          kernel=kernel)],
+        "fork-counter": [_r("fork_counter", ts["fork"], [
+            _hook("clone", "kernel_clone", "kprobe", 6, "comm", {b"sh": 4, b"init": 2}),
+            _hook("clone_by_tgid", "kernel_clone", "kprobe", 6, "tgid", {tgid: 4, 1: 2})],
+            kernel=kernel)],
+        "generated-three": [
+            _r("sync_counter", ts["sync"], [
+                _hook("sync", "ksys_sync", "kprobe", 5, "comm", {b"sync": 3, b"busybox": 2})],
+               kernel=kernel),
+            _r("sync_latency", ts["latency"], [_hook("sync_ns", "ksys_sync", "kretprobe", 5, hist=Histogram(
+                "latency", "log2", "ns", 5, lsum, lmin, lmax, lbuckets))], kernel=kernel),
+            _r("openat_by_cat", ts["openat"], [
+                _hook("open_result", "do_sys_openat2", "kretprobe", 6, hist=Histogram(
+                    "retval", "linear", None, 6, rsum, rmin, rmax, rbuckets)),
+                _hook("open_errors", "do_sys_openat2", "kretprobe", 3, "retval", {-2: 3})],
+               kernel=kernel),
+        ],
+    }
 
 
 EXPECTED = {
@@ -59,6 +89,24 @@ EXPECTED = {
                             [Bucket(32768, 65536, 4), Bucket(65536, 131072, 1),
                              Bucket(524288, 1048576, 1)]))], report=10)],
 }
+
+
+for _name, _exp in _same_workloads(
+        "5.10.0-32-cloud-amd64",
+        {"hand": 3274833075, "fails": 3321486651, "fork": 4160478915, "sync": 4272631740,
+         "latency": 4244685875, "openat": 4229473973}, 77,
+        (9375154, 48088, 9125030, [Bucket(32768, 65536, 3), Bucket(65536, 131072, 1),
+                                   Bucket(8388608, 16777216, 1)]),
+        (3, -2, 3, [Bucket(-2, 0, 3), Bucket(2, 4, 3)])).items():
+    EXPECTED[f"vm-5.10-{_name}"] = _exp
+for _name, _exp in _same_workloads(
+        "6.12.95+deb12-cloud-amd64",
+        {"hand": 4880380434, "fails": 4444592714, "fork": 3752778173, "sync": 5204741605,
+         "latency": 5140517309, "openat": 5101110459}, 137,
+        (1353913, 46491, 1114124, [Bucket(32768, 65536, 3), Bucket(65536, 131072, 1),
+                                   Bucket(1048576, 2097152, 1)]),
+        (3, -2, 3, [Bucket(-2, 0, 3), Bucket(2, 4, 3)])).items():
+    EXPECTED[f"vm-6.12-{_name}"] = _exp
 
 
 def _files(name: str) -> list[tuple[str, Path]]:
