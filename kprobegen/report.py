@@ -256,7 +256,8 @@ class LogParse:
     def unrecognised(self) -> dict[str, int]:
         """Prefixed lines whose record type or shape is unknown: name → count. Names: an
         unknown record type as printed; ``TYPE (malformed)`` for a known type with missing
-        or invalid fields; ``(no module, SEQ or type)``, ``(bad module name or SEQ)``;
+        or invalid fields; ``load (not at SEQ 0)``; ``(no module, SEQ or type)``,
+        ``(bad module name or SEQ)``;
         ``kprobegen/N (unsupported protocol version)``."""
         out = dict(self._unrecognised)
         with _no_gc():
