@@ -13,7 +13,8 @@ Side by side, alternating so that both see the same machine load:
              report.parse_log() -- what `kprobegen run` does.
 
 Prints medians, the ratio to the bare path (target ≤ 1.3×), and where kprobegen's time goes.
-virtme-ng is not compared here: it is not installed and cannot boot the cloud kernel.
+virtme-ng is compared in bench/virtme_bench.py, on Debian's generic kernel: it cannot mount its
+root on the cloud kernel (no 9p there, and no usable virtiofsd on this machine).
 Times are printed, never asserted.
 
 Usage: python3 bench/vm_bench.py [--rounds N] [--kernel RELEASE] [--accel tcg]
