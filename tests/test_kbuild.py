@@ -72,6 +72,13 @@ hooks:
   - {name: printed, probe: kretprobe, symbol: vfs_write, print: {fields: [arg1, retval, latency]}}
 limits: {maxactive: 32, max_keys: 4096}
 """,
+    "plain_counts_only": """
+module: plain_counts_only
+hooks:
+  - {name: entry, symbol: ksys_sync}
+  - {name: exit, probe: kretprobe, symbol: ksys_sync}
+limits: {max_hits: 4}
+""",
     "one_kretprobe_only": """
 module: one_kretprobe_only
 hooks:

@@ -290,7 +290,8 @@ static void kpg_report(const char *reason)
 	struct kpg_entry *kpg_clone_by_tgid__keys = NULL;
 	int kpg_clone_by_tgid__nkeys;
 	unsigned int lines = 0, report;
-	int cpu, i;
+	int cpu;
+	int i;
 	char escaped[KPG_ESCAPED_COMM];
 
 	mutex_lock(&kpg_report_lock);

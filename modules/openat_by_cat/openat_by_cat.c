@@ -323,7 +323,8 @@ static void kpg_report(const char *reason)
 	struct kpg_entry *kpg_open_errors__keys = NULL;
 	int kpg_open_errors__nkeys;
 	unsigned int lines = 0, report;
-	int cpu, i;
+	int cpu;
+	int i;
 
 	mutex_lock(&kpg_report_lock);
 	report = kpg_reports++;

@@ -246,7 +246,8 @@ static void kpg_report(const char *reason)
 	struct kpg_entry *kpg_sync__keys = NULL;
 	int kpg_sync__nkeys;
 	unsigned int lines = 0, report;
-	int cpu, i;
+	int cpu;
+	int i;
 	char escaped[KPG_ESCAPED_COMM];
 
 	mutex_lock(&kpg_report_lock);

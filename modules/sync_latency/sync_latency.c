@@ -157,7 +157,8 @@ static void kpg_report(const char *reason)
 	int kpg_sync_ns__nbuckets = 0;
 	bool kpg_sync_ns__seen = false;
 	unsigned int lines = 0, report;
-	int cpu, i;
+	int cpu;
+	int i;
 
 	mutex_lock(&kpg_report_lock);
 	report = kpg_reports++;
