@@ -209,9 +209,20 @@ def cmd_kernels_list(args) -> int:
         print("no kernels found: apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64, "
               "or kprobegen kernels fetch bookworm")
         return 1
+    from .errors import KernelError
+    from .kernels import find_kernel
+
+    try:
+        default = find_kernel(None).release
+    except KernelError:
+        default = None
+    print(f"  {'RELEASE':36} {'ORIGIN':28} {'HEADERS':10} NOTE")
     for k in kernels:
         problem = k.build_problem()
-        print(f"{k.release:36} {k.origin:28} {'headers' if k.build_dir else 'no headers':10} {problem or ''}".rstrip())
+        mark = "*" if k.release == default else " "
+        print(f"{mark} {k.release:36} {k.origin:28} {'yes' if k.build_dir else 'no':10} {problem or ''}".rstrip())
+    if default:
+        print(f"(* the default kernel for build and run; pick another with --kernel RELEASE or SUITE)")
     return 0
 
 
