@@ -230,8 +230,14 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     h["point"] = point
 
     def arg(name: str) -> str:
-        expr = f"long_arg({int(name[3]) + 1})"  # long_arg() counts from 1; signed long on x86-64
+        # long_arg() counts from 1; int_arg()/uint_arg() narrow to 32 bits as hooks[].types asks.
+        fn = {"long": "long_arg", "int": "int_arg", "unsigned int": "uint_arg"}[hook.value_type(name)]
+        expr = f"{fn}({int(name[3]) + 1})"
         return f"@entry({expr})" if kret else expr
+
+    # returnval() is the whole register; an int return value is sign-extended from 32 bits.
+    returnval = {"long": "returnval()", "int": "((returnval() << 32) >> 32)",
+                 "unsigned int": "(returnval() & 0xffffffff)"}[hook.value_type("retval")]
 
     def at_entry(expr: str) -> str:
         # Task filters of a kretprobe hold at entry in C (the entry handler); @entry keeps
@@ -248,7 +254,7 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
         if f.comm is not None:
             conds.append(f"{at_entry('execname()')} == {stap_string(f.comm_bytes)}")
         for name, comps in hook.comparisons.items():
-            value = "returnval()" if name == "retval" else arg(name)
+            value = returnval if name == "retval" else arg(name)
             for c in comps:
                 constant = _constant_comparison(c)
                 if constant is None:
@@ -267,7 +273,7 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     h["key"] = None
     if hook.count_by:
         by = hook.count_by
-        expr = {"comm": "execname()", "pid": "tid()", "tgid": "pid()", "cpu": "cpu()", "retval": "returnval()"}.get(by) or arg(by)
+        expr = {"comm": "execname()", "pid": "tid()", "tgid": "pid()", "cpu": "cpu()", "retval": returnval}.get(by) or arg(by)
         h["key"] = {"by": by, "expr": expr, "string": by == "comm", "max_keys": lim.max_keys}
         warnings.append(
             f"hook {n}: limits.max_keys ({lim.max_keys}) bounds the whole table here (keys beyond are "
@@ -280,7 +286,7 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     latency = "latency"  # a local set once per hit from @entry(ktime_get_ns()) (see the template)
     if hook.histogram is not None:
         hist = hook.histogram
-        value = {"latency": latency, "retval": "returnval()"}.get(hist.of) or arg(hist.of)
+        value = {"latency": latency, "retval": returnval}.get(hist.of) or arg(hist.of)
         hd = {"of": hist.of, "scale": hist.scale, "value": value, "unit": "ns" if hist.of == "latency" else "-",
               "print": f"@hist_log({n}__hist)", "note": ""}
         if hist.scale == "linear":
@@ -311,7 +317,7 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
             if fld == "latency":
                 fields.append(("latency_ns", latency))
             elif fld == "retval":
-                fields.append(("retval", "returnval()"))
+                fields.append(("retval", returnval))
             else:
                 fields.append((fld, arg(fld)))
         h["print"] = {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
@@ -400,12 +406,18 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
             task.append(f"comm == {bpftrace_string(f.comm_bytes)}")
     comps = hook.comparisons
     entry_args = _entry_args(hook) if kret else []
+
+    def raw(name: str) -> str:
+        """argN / retval as a signed 64-bit value, narrowed first as hooks[].types asks."""
+        narrow = {"long": "", "int": "(int32)", "unsigned int": "(uint32)"}[hook.value_type(name)]
+        return f"(int64){narrow}{name}"
+
     arg_conds = [c for name, cs in comps.items() if name != "retval"
-                 for c in _cmp_conditions(f"(int64){name}", cs)]
-    ret_conds = _cmp_conditions("(int64)retval", comps.get("retval", ()))
+                 for c in _cmp_conditions(raw(name), cs)]
+    ret_conds = _cmp_conditions(raw("retval"), comps.get("retval", ()))
 
     def arg(name: str) -> str:
-        return f"${name}" if kret else f"(int64){name}"
+        return f"${name}" if kret else raw(name)
 
     # A kretprobe that needs entry (a task or argument filter, arguments, latency) gets a
     # kprobe that pushes one frame per call onto a per-thread stack: @N__depth[tid] is the
@@ -416,6 +428,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     h["needs_entry"] = needs_entry
     h["entry_conds"] = task + arg_conds if needs_entry else []
     h["entry_args"] = entry_args
+    h["entry_values"] = {a: raw(a) for a in entry_args}
     if kret:
         h["predicate"] = [] if needs_entry else task + ret_conds
         h["ret_conds"] = ret_conds if needs_entry else []
@@ -435,7 +448,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     h["key"] = None
     if hook.count_by:
         by = hook.count_by
-        expr = {"comm": "comm", "pid": "tid", "tgid": "pid", "cpu": "cpu", "retval": "(int64)retval"}.get(by) or arg(by)
+        expr = {"comm": "comm", "pid": "tid", "tgid": "pid", "cpu": "cpu", "retval": raw("retval")}.get(by) or arg(by)
         h["key"] = {"by": by, "expr": expr}
         warnings.append(
             f"hook {n}: limits.max_keys ({lim.max_keys}) has no bpftrace form: a map is bounded only by "
@@ -446,7 +459,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     h["hist"] = None
     if hook.histogram is not None:
         hist = hook.histogram
-        value = {"latency": "$latency", "retval": "(int64)retval"}.get(hist.of) or arg(hist.of)
+        value = {"latency": "$latency", "retval": raw("retval")}.get(hist.of) or arg(hist.of)
         hd = {"of": hist.of, "scale": hist.scale, "value": value, "call": f"hist({value})", "shift": 0}
         if hist.scale == "linear":
             label = f"linear min={hist.min} max={hist.max} step={hist.step}"
@@ -481,7 +494,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
             if fld == "latency":
                 fields.append(("latency_ns", "$latency"))
             elif fld == "retval":
-                fields.append(("retval", "(int64)retval"))
+                fields.append(("retval", raw("retval")))
             else:
                 fields.append((fld, arg(fld)))
         h["print"] = {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}

@@ -194,6 +194,12 @@ class Print(_Model):
     )
 
 
+ValueName = Literal["arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "retval"]
+ValueType = Literal["long", "int", "unsigned int"]
+# How each type narrows a 64-bit register in C (then widened back to long).
+C_CASTS = {"long": "", "int": "(int)", "unsigned int": "(unsigned int)"}
+
+
 class Hook(_Model):
     name: HookName | None = Field(default=None, description="Unique in the spec; defaults to the symbol.")
     probe: Literal["kprobe", "kretprobe"] = "kprobe"
@@ -203,6 +209,18 @@ class Hook(_Model):
     count_by: Literal["comm", "pid", "tgid", "cpu", "arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "retval"] | None = None
     histogram: Histogram | None = None
     print: Print | None = None
+    types: dict[ValueName, ValueType] | None = Field(
+        default=None,
+        description="C types of arguments / the return value: long (default, the whole 64-bit register), "
+        "int (32-bit, sign-extended: -100 stays -100) or unsigned int. E.g. {arg0: int} for an int dfd.",
+    )
+
+    def value_type(self, name: str) -> str:
+        """The spec's C type for argN / retval ("long" unless hooks[].types says otherwise)."""
+        return (self.types or {}).get(name, "long")
+
+    def c_cast(self, name: str) -> str:
+        return C_CASTS[self.value_type(name)]
 
     @property
     def is_glob(self) -> bool:
@@ -482,6 +500,8 @@ def _check_semantics(spec: Spec, data: Any, source: str, located: _Located | Non
             raise located.error(at + ("count_by",), "count_by: retval needs probe: kretprobe")
         if hook.filter is not None and hook.filter.retval is not None and not kret:
             raise located.error(at + ("filter", "retval"), "a retval filter needs probe: kretprobe", key=True)
+        if hook.types and "retval" in hook.types and not kret:
+            raise located.error(at + ("types", "retval"), "a retval type needs probe: kretprobe", key=True)
         if hook.print is not None:
             for field in hook.print.fields:
                 if field in ("retval", "latency") and not kret:

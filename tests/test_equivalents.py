@@ -186,6 +186,10 @@ MATRIX = {
     "print_kprobe": (K + "    print: {burst: 2, interval_ms: 100, fields: [arg0, arg1]}\n", "", [("bt", "rate limit")]),
     "print_kret": (R + "    print: {fields: [latency, retval, arg2]}\n", "", [("bt", "rate limit")]),
     "offset": (K + "    offset: 4\n", "", [("stap", "left out")]),
+    "types_int": (R + '    filter: {arg0: -100, retval: "< 0"}\n    count_by: retval\n    histogram: {of: arg2}\n'
+                  "    types: {arg0: int, arg2: unsigned int, retval: int}\n", "", [("stap", "max_keys"), ("bt", "max_keys")]),
+    "types_kprobe": (K + "    filter: {arg1: -1}\n    count_by: arg1\n    types: {arg1: int}\n", "",
+                     [("stap", "max_keys"), ("bt", "max_keys")]),
     "glob": ("  - name: h\n    symbol: vfs_rea*\n", "", [("stap", "expanded by the tool"), ("bt", "expanded by the tool")]),
     "glob_question": ("  - name: h\n    symbol: vfs_rea?\n", "",
                       [("stap", "expanded by the tool"), ("bt", "expanded by the tool"), ("bt", "'*' only")]),

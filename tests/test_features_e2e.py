@@ -46,6 +46,17 @@ hooks:
   - name: odd_comm
     symbol: ksys_sync
     count_by: comm
+  - name: stat_int
+    probe: kretprobe
+    symbol: vfs_fstatat
+    filter: {comm: stat, arg0: -100}
+    count_by: retval
+    types: {arg0: int, retval: int}
+  - name: stat_long
+    probe: kretprobe
+    symbol: vfs_fstatat
+    filter: {comm: stat}
+    count_by: arg0
 report: {interval_ms: 200}
 """
 
@@ -59,6 +70,7 @@ WORKLOAD = (
     f"for i in $(seq {SYNCS}); do sync; done; "
     "dd if=/dev/zero of=/dev/null bs=1234 count=5 2>/dev/null; "
     "ln -s /bin/busybox '/tmp/busybox a=b c' && '/tmp/busybox a=b c' sync; "
+    "stat /nope > /dev/null 2>&1; stat /nope2 > /dev/null 2>&1; "
     "sleep 1; echo ok"
 )
 
@@ -132,3 +144,14 @@ def test_a_comm_with_space_and_equals_round_trips(features_run):
     # In the kernel log the key is escaped: one token, no bare space or '='.
     assert any(line.endswith("key hook=odd_comm key=busybox\\x20a\\x3db\\x20c count=1")
                for line in result.kernel_log.splitlines())
+
+
+def test_int_typed_argument_and_return_value(features_run):
+    """vfs_fstatat(int dfd, ...) returns int: typed as int, AT_FDCWD is -100 and ENOENT is -2;
+    as the raw 64-bit register (the default, long) the same dfd reads 4294967196."""
+    _, log = features_run
+    (report,) = log.results("features")
+    typed, raw = report.hooks["stat_int"], report.hooks["stat_long"]
+    assert typed.hits == raw.hits == 2  # one stat(2) of a missing path per `stat`
+    assert typed.by == {-2: typed.hits}
+    assert raw.by == {(1 << 32) - 100: raw.hits}

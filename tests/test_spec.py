@@ -131,3 +131,12 @@ def test_schema_is_generated_from_the_model_and_validates_examples(example_specs
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"module": "m", "hooks": [{"symbol": "a", "bogus": 1}]}, schema)
+
+
+def test_types_narrow_arguments_and_return_values():
+    spec = parse_spec("module: m\nhooks:\n  - probe: kretprobe\n    symbol: a\n    types: {arg0: int, retval: unsigned int}\n")
+    hook = spec.hooks[0]
+    assert (hook.value_type("arg0"), hook.value_type("arg1"), hook.value_type("retval")) == ("int", "long", "unsigned int")
+    assert error_of(BASE + "    types: {retval: int}\n").endswith("hooks[0].types.retval: a retval type needs probe: kretprobe")
+    assert "'short' is not one of" in error_of(BASE + "    types: {arg0: short}\n")
+    assert "hooks[0].types" in error_of(BASE + "    types: {arg9: int}\n")
