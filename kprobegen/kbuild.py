@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import sh
-
 from . import __version__
 from .errors import BuildError
 from .render import render_files, write_files
@@ -178,6 +176,8 @@ def build(
         write_files(files, work)
         command = make_command(tree, work, make_vars)
         say(f"building {ko_name} for {release}")
+        import sh  # here, not at the top: a cached build never runs a command
+
         try:
             result = sh.Command(command[0])(*command[1:], _err_to_out=True, _tty_out=False,
                                                             _env={**os.environ, "LC_ALL": "C"})
