@@ -60,14 +60,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kprobegen.kbuild import build  # noqa: E402
-from kprobegen.kernels import cache_dir, find_kernel  # noqa: E402
+from kprobegen.kernels import cache_dir, find_kernel, list_kernels  # noqa: E402
 from kprobegen.report import parse_log  # noqa: E402
 from kprobegen.spec import load_spec  # noqa: E402
 
-GENERIC = "6.1.0-56-amd64"
 SPEC = REPO / "modules" / "sync_counter.yaml"
 HOOK = "sync"
 TIMEOUT = 600
+
+
+def generic_release() -> str:
+    """The newest installed Debian generic kernel (linux-image-amd64), e.g. 6.1.0-56-amd64."""
+    found = [k.release for k in list_kernels()
+             if k.origin == "installed" and re.fullmatch(r"[\d.]+-\d+-amd64", k.release)]
+    if not found:
+        raise SystemExit("no generic kernel installed: apt-get install linux-image-amd64 "
+                         "linux-headers-amd64 (virtme-ng cannot boot the cloud kernel)")
+    return max(found, key=lambda r: [int(x) for x in re.findall(r"\d+", r)])
 
 
 def private_cache(work: Path) -> Path:
@@ -200,7 +209,8 @@ def run_projection(kernel_elf, spec, workload: str, work: Path) -> tuple[float, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="kprobegen run vs virtme-ng, same kernel, same job")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--kernel", default=GENERIC, help=f"a kernel virtme-ng can boot (default {GENERIC})")
+    ap.add_argument("--kernel", default=None,
+                    help="a kernel virtme-ng can boot (default: the newest installed generic -amd64 one)")
     ap.add_argument("--syncs", type=int, default=3)
     ap.add_argument("--vng-default-fs", action="store_true",
                     help="let vng try virtiofsd first (fails here, +3.1 s) instead of --force-9p")
@@ -211,7 +221,7 @@ def main(argv=None) -> int:
 
     if shutil.which("vng") is None:
         raise SystemExit("vng not found: pip install virtme-ng")
-    kernel = find_kernel(args.kernel)
+    kernel = find_kernel(args.kernel or generic_release())
     image = Path(kernel.image)
     workload = "; ".join(["sync"] * args.syncs)
     spec = load_spec(SPEC)
