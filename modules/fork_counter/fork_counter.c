@@ -393,9 +393,12 @@ static void kpg_explain_failure(void)
 
 static int __init kpg_init(void)
 {
+	/* The release is escaped like comm: a locally built kernel may name itself anything. */
+	static char release[sizeof(init_utsname()->release) * 4 + 1];
 	int err = -ENOMEM;
 
-	kpg_line("load", "kernel=%s hooks=%d protocol=%d", init_utsname()->release, 2, KPG_PROTOCOL);
+	kpg_escape(release, init_utsname()->release, sizeof(init_utsname()->release));
+	kpg_line("load", "kernel=%s hooks=%d protocol=%d", release, 2, KPG_PROTOCOL);
 	kpg_clone__pcpu = alloc_percpu(struct kpg_clone__cpu);
 	if (!kpg_clone__pcpu)
 		goto fail;

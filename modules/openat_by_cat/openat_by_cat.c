@@ -66,6 +66,29 @@ static __printf(2, 3) void kpg_line(const char *type, const char *fmt, ...)
 	va_end(args);
 }
 
+/* Escape bytes that could break a line apart: anything outside 0x21..0x7e, '\', '=', '"'. */
+static void kpg_escape(char *out, const char *in, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len && in[i]; i++) {
+		unsigned char c = in[i];
+
+		if (c > 0x20 && c < 0x7f && c != '\\' && c != '=' && c != '"') {
+			*out++ = c;
+		} else {
+			*out++ = '\\';
+			*out++ = 'x';
+			*out++ = hex[c >> 4];
+			*out++ = hex[c & 15];
+		}
+	}
+	*out = '\0';
+}
+/* Room for TASK_COMM_LEN bytes escaped 4:1 and the NUL. */
+#define KPG_ESCAPED_COMM (TASK_COMM_LEN * 4 + 1)
+
 /* ---------------------------------------------------------------- counters */
 
 /*
@@ -441,9 +464,12 @@ static void kpg_explain_failure(void)
 
 static int __init kpg_init(void)
 {
+	/* The release is escaped like comm: a locally built kernel may name itself anything. */
+	static char release[sizeof(init_utsname()->release) * 4 + 1];
 	int err = -ENOMEM;
 
-	kpg_line("load", "kernel=%s hooks=%d protocol=%d", init_utsname()->release, 2, KPG_PROTOCOL);
+	kpg_escape(release, init_utsname()->release, sizeof(init_utsname()->release));
+	kpg_line("load", "kernel=%s hooks=%d protocol=%d", release, 2, KPG_PROTOCOL);
 	kpg_open_result__pcpu = alloc_percpu(struct kpg_open_result__cpu);
 	if (!kpg_open_result__pcpu)
 		goto fail;

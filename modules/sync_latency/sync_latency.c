@@ -61,6 +61,29 @@ static __printf(2, 3) void kpg_line(const char *type, const char *fmt, ...)
 	va_end(args);
 }
 
+/* Escape bytes that could break a line apart: anything outside 0x21..0x7e, '\', '=', '"'. */
+static void kpg_escape(char *out, const char *in, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len && in[i]; i++) {
+		unsigned char c = in[i];
+
+		if (c > 0x20 && c < 0x7f && c != '\\' && c != '=' && c != '"') {
+			*out++ = c;
+		} else {
+			*out++ = '\\';
+			*out++ = 'x';
+			*out++ = hex[c >> 4];
+			*out++ = hex[c & 15];
+		}
+	}
+	*out = '\0';
+}
+/* Room for TASK_COMM_LEN bytes escaped 4:1 and the NUL. */
+#define KPG_ESCAPED_COMM (TASK_COMM_LEN * 4 + 1)
+
 /* ---------------------------------------------------------------- counters */
 
 /*
@@ -125,8 +148,10 @@ static int kpg_sync_ns__entry(struct kretprobe_instance *ri, struct pt_regs *reg
 static int kpg_sync_ns__return(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct kpg_sync_ns__data *data = (struct kpg_sync_ns__data *)ri->data;
+	/* First, so the filter and the counting are not timed; one value for all uses. */
+	s64 latency_ns = ktime_get_ns() - data->start_ns;
 
-	kpg_sync_ns__count((s64)(ktime_get_ns() - data->start_ns));
+	kpg_sync_ns__count(latency_ns);
 
 	return 0;
 }
@@ -239,9 +264,12 @@ static void kpg_explain_failure(void)
 
 static int __init kpg_init(void)
 {
+	/* The release is escaped like comm: a locally built kernel may name itself anything. */
+	static char release[sizeof(init_utsname()->release) * 4 + 1];
 	int err = -ENOMEM;
 
-	kpg_line("load", "kernel=%s hooks=%d protocol=%d", init_utsname()->release, 1, KPG_PROTOCOL);
+	kpg_escape(release, init_utsname()->release, sizeof(init_utsname()->release));
+	kpg_line("load", "kernel=%s hooks=%d protocol=%d", release, 1, KPG_PROTOCOL);
 	kpg_sync_ns__pcpu = alloc_percpu(struct kpg_sync_ns__cpu);
 	if (!kpg_sync_ns__pcpu)
 		goto fail;
