@@ -12,12 +12,13 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
 # The kernel kprobegen builds for and boots by default, and its headers; the VM (qemu,
-# busybox-static for the initramfs); Kbuild's needs (make, gcc, bc, flex, bison, libelf,
-# pahole for module BTF); kmod for modinfo; SystemTap and bpftrace to check the equivalent
-# scripts; python3-venv for the virtual environment.
+# busybox-static for the initramfs, lz4 to unpack the cloud kernels once for a faster boot);
+# Kbuild's needs (make, gcc, bc, flex, bison, libelf, pahole for module BTF); kmod for
+# modinfo; SystemTap and bpftrace to check the equivalent scripts; python3-venv for the
+# virtual environment.
 PACKAGES=(
   linux-image-cloud-amd64 linux-headers-cloud-amd64
-  qemu-system-x86 busybox-static cpio kmod
+  qemu-system-x86 busybox-static cpio kmod lz4
   make gcc bc flex bison libelf-dev dwarves zstd xz-utils
   systemtap bpftrace
   python3 python3-venv python3-pip ca-certificates

@@ -40,6 +40,7 @@ from typing import Callable
 
 from kprobegen.errors import LoadError, VMError
 from kprobegen.vm import qemu as _qemu
+from kprobegen.vm.image import boot_image
 from kprobegen.vm.initramfs import Initramfs
 
 __all__ = [
@@ -321,10 +322,11 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
     deadline = t_begin + timeout
     s = _Session()
     kvm_probe: float | None = None
+    image = boot_image(kernel)
     for acc in plan:
         s = _Session(accel=acc)
         q = _qemu.QemuProcess(
-            argv=_qemu.qemu_argv(kernel_image=Path(kernel.image), initrd=initrd,
+            argv=_qemu.qemu_argv(kernel_image=image, initrd=initrd,
                                  console_log=workdir / f"console-{acc}.log",
                                  data_log=workdir / f"data-{acc}.log",
                                  accel=acc, memory_mb=memory_mb),
