@@ -294,3 +294,23 @@ def test_capture_real_profile_61(tmp_path, monkeypatch):
     # second time: from the cache, no boot
     again = load_profile(kernel, capture=False)
     assert again.functions == p.functions
+
+
+def test_parsed_profile_is_kept_beside_the_raw_files(tmp_path, monkeypatch):
+    """A second process reads the parsed profile back instead of parsing kallsyms again;
+    a changed raw file invalidates it."""
+    from kprobegen import symbols
+
+    monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
+    raw = {"kallsyms": b"ffffffff81000000 T _stext\nffffffff81000010 T ksys_sync\nffffffff82000000 T _etext\n",
+           "blacklist": b"", "config": b"CONFIG_KPROBES=y\n"}
+    symbols.save_raw_profile("9.9.9-test", raw)
+    kernel = type("K", (), {"release": "9.9.9-test", "config": None})()
+    first = symbols.load_profile(kernel, capture=False)
+    assert (symbols.profile_dir("9.9.9-test") / "parsed.pickle").is_file()
+    symbols._MEMO.clear()
+    assert symbols.load_profile(kernel, capture=False) == first
+    symbols._MEMO.clear()
+    raw["kallsyms"] = raw["kallsyms"].replace(b"ksys_sync", b"ksys_sync2")
+    symbols.save_raw_profile("9.9.9-test", raw)
+    assert "ksys_sync2" in symbols.load_profile(kernel, capture=False).functions
