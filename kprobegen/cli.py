@@ -153,7 +153,12 @@ def cmd_parse(args) -> int:
             text = Path(args.file).read_bytes()
         except OSError as exc:
             raise KprobegenError(f"{args.file}: cannot read the log: {exc.strerror}") from None
-    results = parse_log(text).results(module=args.module, all=args.all)
+    log = parse_log(text)
+    results = log.results(module=args.module, all=args.all)
+    # What the parser could not use is said, never dropped silently (stderr: not in --json).
+    _warn(log.problems)
+    _warn(f"{count} protocol line{'s' if count != 1 else ''} not understood: {name}"
+          for name, count in sorted(log.unrecognised.items()))
     if args.json:
         _print_json(results_json(results))
     else:

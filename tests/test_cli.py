@@ -51,3 +51,17 @@ def test_missing_file_is_one_line():
     done = kprobegen("check", "/nonexistent/spec.yaml")
     assert done.returncode == 2
     assert done.stderr == "kprobegen: error: /nonexistent/spec.yaml: cannot read the spec: No such file or directory\n"
+
+
+def test_parse_warns_about_lines_it_could_not_use(tmp_path):
+    log = tmp_path / "dmesg.txt"
+    log.write_text(
+        "[    1.0] kprobegen/1 m 0 load kernel=x hooks=1 protocol=1\n"
+        "[    1.1] kprobegen/1 m 1 begin report=0 reason=unload ts_ns=1 lines=1\n"
+        "[    1.2] kprobegen/1 m 2 hook name=h probe=kprobe symbol=s hits=7 missed=0 dropped=0 disarmed=0 by=- keys=0 hist=0\n"
+        "[    1.3] kprobegen/1 m 3 end report=0 lines=1\n"
+        "[    1.4] kprobegen/1 m 4 bogus x=1\n")
+    done = kprobegen("parse", str(log), "--json")
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["reports"][0]["hooks"]["h"]["hits"] == 7
+    assert done.stderr == "kprobegen: warning: 1 protocol line not understood: bogus\n"
