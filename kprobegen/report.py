@@ -57,6 +57,13 @@ _BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]+) high=(inf|-?[
 
 
 _SEQ = itemgetter(0)
+# begin and end records as the C template prints them, by the fields _begin_end needs (a
+# value holds no space and no '=')
+_BEGIN_END_RE = {
+    ("report", "reason", "ts_ns", "lines"):
+        re.compile(r"report=([0-9]+) reason=([^ =]*) ts_ns=([0-9]+) lines=([0-9]+)"),
+    ("report", "lines"): re.compile(r"report=([0-9]+) lines=([0-9]+)"),
+}
 
 
 class Record(NamedTuple):
@@ -350,26 +357,22 @@ def _scan(text: str):
     if "\r" in text:
         text = text.replace("\r", "")
     hits, nlines = _hit_lines(text)
-    nprefixed = 0
-    get = per_module.get
+    appenders: dict[str, object] = {}       # module → its list's append
+    get = appenders.get
     for lineno, line in hits:
-        i = line.find(PREFIX1)
-        if i:
-            if i < 0:
+        head, sep, rest = line.partition(PREFIX1)
+        if head:
+            if not sep:
                 if PREFIX in line:
                     _other_version(line, unrecognised)
                 continue
-            first = line[0]
-            if first == " " or first == "\t":
+            if head[0] in " \t":
                 continue            # a /dev/kmsg continuation (dictionary) line
-            if line[i - 1] == ";" and "\\" in line and _KMSG_HEADER_RE.match(line):
+            if head[-1] == ";" and "\\" in line and _KMSG_HEADER_RE.match(line):
                 # /dev/kmsg writes '\' and unprintable bytes as \xHH: undo that one layer
-                rest = _kmsg_unescape(line[i + _P1LEN:])
-            else:
-                rest = line[i + _P1LEN:]
-        else:
-            rest = line[_P1LEN:]
-        nprefixed += 1
+                rest = _kmsg_unescape(rest)
+        elif not sep:
+            continue                # an empty line
         parts = rest.split(" ", 3)
         try:
             module, seq, typ, fields = parts
@@ -379,21 +382,23 @@ def _scan(text: str):
                 continue
             module, seq, typ = parts
             fields = ""
-        lst = get(module)
-        if lst is None:
+        append = get(module)
+        if append is None:
             if module in bad or _MODULE_RE.fullmatch(module) is None:
                 bad[module] = True
                 unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
                 continue
-            lst = per_module[module] = []
+            per_module[module] = lst = []
+            append = appenders[module] = lst.append
         if seq.isdigit():
             try:
-                lst.append((int(seq), typ, fields, lineno))
+                append((int(seq), typ, fields, lineno))
                 continue
             except ValueError:      # one of the few non-ASCII digits isdigit() takes
                 pass
         unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
-    nprefixed += sum(v for k, v in unrecognised.items() if k.startswith(PREFIX))
+    # every line with the prefix is a record or counted as unrecognised
+    nprefixed = sum(map(len, per_module.values())) + sum(unrecognised.values())
     return per_module, unrecognised, nprefixed, nlines
 
 
@@ -559,6 +564,11 @@ def _instances(module: str, recs, problems: list[str]):
 # ------------------------------------------------------------------ frames
 
 def _begin_end(rec: Record, need: tuple[str, ...]) -> dict | str:
+    fast = _BEGIN_END_RE.get(need)
+    if fast is not None:        # the record exactly as the C template prints it
+        m = fast.fullmatch(rec[2])
+        if m is not None:
+            return {k: v if k == "reason" else int(v) for k, v in zip(need, m.groups())}
     try:
         d = _fields(rec[2])
         vals = _need(d, *need)
