@@ -8,21 +8,32 @@ one where every line is — and times:
   + results()          the default result (latest complete report per module)
   + results(all=True)  every report as Results (the time series)
 
-Usage: python3 bench/parse_bench.py [--lines N] [--repeat R]
+With ``--baseline REV`` (a git revision, e.g. ``HEAD~3``) the parser of that revision is
+timed too, alternating with this one in the same run, so a change is measured side by side
+on the same (possibly shared, busy) machine.
+
+Usage: python3 bench/parse_bench.py [--lines N] [--repeat R] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import io
 import os
 import random
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from kprobegen.report import parse_log  # noqa: E402
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 NOISE = [
     "virtio_net virtio0 enp0s2: renamed from eth0",
@@ -93,25 +104,47 @@ def _with(parse, then):
     return parse, then(parse)
 
 
-def best(fn, repeat: int) -> tuple[float, float]:
-    """Best wall time and best CPU time of this process (the machine may be shared)."""
-    wall, cpu = [], []
+def baseline_parser(rev: str, tmp: str):
+    """``parse_log`` of the kprobegen package at git revision ``rev``, imported under another
+    package name from a copy in ``tmp``."""
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev, "kprobegen"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    os.rename(os.path.join(tmp, "kprobegen"), os.path.join(tmp, "kprobegen_baseline"))
+    sys.path.insert(0, tmp)
+    return importlib.import_module("kprobegen_baseline.report").parse_log
+
+
+def best(fns: list, repeat: int) -> list[tuple[float, float]]:
+    """Best wall time and best CPU time of this process (the machine may be shared) of each
+    function; the functions take turns, so a busy spell hits them alike."""
+    wall = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-        del result              # freeing a million records is not parsing: not timed
-        gc.collect()
-    return min(wall), min(cpu)
+        for i, fn in enumerate(fns):
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = fn()
+            wall[i].append(time.perf_counter() - t0)
+            cpu[i].append(time.process_time() - c0)
+            del result              # freeing a million records is not parsing: not timed
+            gc.collect()
+    return [(min(w), min(c)) for w, c in zip(wall, cpu)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time the parser of this git revision, side by side")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, best of {args.repeat}")
+    parsers = [("", parse_log)]
+    if args.baseline:
+        tmp = tempfile.TemporaryDirectory(prefix="parse_bench_")
+        parsers.insert(0, (f"{args.baseline}: ", baseline_parser(args.baseline, tmp.name)))
+        parsers[1] = ("this tree: ", parse_log)
     for fraction in (0.01, 1.0):
         text, nreport = make_log(args.lines, fraction)
         mb = len(text) / 1e6
@@ -121,16 +154,19 @@ def main() -> None:
         assert incomplete <= len({f.module for f in p.frames}), "only the cut last frames may be incomplete"
         del p
         gc.collect()
-        t_parse = best(lambda: parse_log(text), args.repeat)
-        t_default = best(lambda: _with(parse_log(text), lambda p: p.results()), args.repeat)
-        t_all = best(lambda: _with(parse_log(text), lambda p: p.results(all=True)), args.repeat)
+        runs = [("parse_log", lambda parse: parse(text)),
+                ("parse_log + results()", lambda parse: _with(parse(text), lambda p: p.results())),
+                ("parse_log + results(all=True)",
+                 lambda parse: _with(parse(text), lambda p: p.results(all=True)))]
         print(f"\n{fraction:.0%} report lines: {nreport:,} report lines, {nframes:,} frames, "
               f"{mb:.1f} MB")
-        for what, (wall, cpu) in (("parse_log", t_parse), ("parse_log + results()", t_default),
-                                  ("parse_log + results(all=True)", t_all)):
-            print(f"  {what:30s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
-                  f"{nreport / cpu / 1e6:5.2f} M report lines/s  "
-                  f"{args.lines / cpu / 1e6:5.2f} M log lines/s (per cpu second)")
+        for what, run in runs:
+            times = best([lambda parse=parse: run(parse) for _, parse in parsers], args.repeat)
+            for (who, _), (wall, cpu) in zip(parsers, times):
+                label = who + what
+                print(f"  {label:44s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
+                      f"{nreport / cpu / 1e6:5.2f} M report lines/s  "
+                      f"{args.lines / cpu / 1e6:5.2f} M log lines/s (per cpu second)")
 
 
 if __name__ == "__main__":
