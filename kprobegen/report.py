@@ -57,6 +57,14 @@ _BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]+) high=(inf|-?[
 
 
 _SEQ = itemgetter(0)
+# hook and hist records exactly as the C template prints them (a value holds no space, no
+# '=' and no tab, as _fields would read it); checked and converted like the general path
+_HOOK_RE = re.compile(r"name=([^ =\t]*) probe=([^ =\t]*) symbol=([^ =\t]*) hits=([^ =\t]*) "
+                      r"missed=([^ =\t]*) dropped=([^ =\t]*) disarmed=([^ =\t]*) "
+                      r"by=([^ =\t]*) keys=([^ =\t]*) hist=([^ =\t]*)")
+_HIST_RE = re.compile(r"hook=([^ =\t]*) of=([^ =\t]*) scale=([^ =\t]*) unit=([^ =\t]*) "
+                      r"count=([^ =\t]*) sum=([^ =\t]*) min=([^ =\t]*) max=([^ =\t]*) "
+                      r"buckets=([^ =\t]*)")
 # begin and end records as the C template prints them, by the fields _begin_end needs (a
 # value holds no space and no '=')
 _BEGIN_END_RE = {
@@ -450,9 +458,13 @@ def _other_version(line: str, unrecognised: dict[str, int]) -> None:
 
 def _split_runs(recs):
     """Runs: stretches of a module's records in log order whose SEQ rises; SEQ 0 starts one."""
-    seqs = [r[0] for r in recs]
-    if seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs.count(0) <= (seqs[0] == 0):
-        return [recs]           # the usual case, checked at C speed: one clean run
+    if not recs:
+        return []               # a module whose every line had a bad SEQ
+    seqs = list(map(_SEQ, recs))
+    if seqs == list(range(seqs[0], seqs[0] + len(seqs))) or (
+            seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            and seqs.count(0) <= (seqs[0] == 0)):
+        return [recs]           # the usual cases, checked at C speed: one clean run
     runs = []
     cur = []
     last = -1
@@ -797,7 +809,10 @@ def _frame_results(f: Frame) -> Results:
                                                         int(count)))
                     want_buckets -= 1
                     continue
-            d = _fields(rec[2])
+            # hook and hist records as the C template prints them: one regex
+            m = _HOOK_RE.fullmatch(rec[2]) if typ == "hook" else (
+                _HIST_RE.fullmatch(rec[2]) if typ == "hist" else None)
+            d = _fields(rec[2]) if m is None else None
             if typ == "key" or typ == "bucket":
                 hook = d.get("hook")
                 if cur is None or hook != cur.name:
@@ -822,9 +837,10 @@ def _frame_results(f: Frame) -> Results:
             elif typ == "hook":
                 finish()
                 cur = None
-                name, probe, symbol, hits, missed, dropped, disarmed, by, keys, hist = _need(
-                    d, "name", "probe", "symbol", "hits", "missed", "dropped", "disarmed",
-                    "by", "keys", "hist")
+                name, probe, symbol, hits, missed, dropped, disarmed, by, keys, hist = (
+                    m.groups() if m is not None else _need(
+                        d, "name", "probe", "symbol", "hits", "missed", "dropped", "disarmed",
+                        "by", "keys", "hist"))
                 if by != "-" and by not in KEY_KINDS:
                     raise ValueError(f"by={by} is not a known key kind")
                 if name in hooks:
@@ -839,15 +855,16 @@ def _frame_results(f: Frame) -> Results:
                 want_buckets = 0
                 conv = unescape if by in BYTES_KEYS else _int
             elif typ == "hist":
-                hook = d.get("hook")
+                hook = m.group(1) if m is not None else d.get("hook")
                 if cur is None or hook != cur.name:
                     raise ValueError(f"hook={hook} does not follow hook {cur.name if cur else '(none)'}")
                 if not want_hist:
                     raise ValueError(f"hook {cur.name} announced no histogram")
                 if want_keys:
                     raise ValueError(f"{want_keys} key record(s) of hook {cur.name} are missing before it")
-                of, scale, unit, count, sum_, mn, mx, buckets = _need(
-                    d, "of", "scale", "unit", "count", "sum", "min", "max", "buckets")
+                of, scale, unit, count, sum_, mn, mx, buckets = (
+                    m.groups()[1:] if m is not None else _need(
+                        d, "of", "scale", "unit", "count", "sum", "min", "max", "buckets"))
                 cur.histogram = Histogram(of, scale, None if unit == "-" else unit, _uint(count),
                                           _int(sum_), _int(mn), _int(mx), [])
                 want_hist = False

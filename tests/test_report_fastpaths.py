@@ -60,3 +60,39 @@ def test_protocol_lines_count_every_prefixed_line_once():
                               "(no module, SEQ or type)": 1, "(bad module name or SEQ)": 1}
     assert [(e.seq, e.hook, e.comm, e.line) for e in p.events] == [(5, "s", b"a", 10)]
     assert p.results() == [GOOD]
+
+
+def test_a_module_whose_only_line_has_a_bad_seq():
+    # this used to raise IndexError: the module had a (valid) name but no record
+    p = parse_log("[ 1.0] kprobegen/1 m five begin report=1\n")
+    assert p.unrecognised == {"(bad module name or SEQ)": 1}
+    assert (p.protocol_lines, p.instances, p.frames) == (1, [], [])
+
+
+HIST_LOG = """\
+kprobegen/1 h 0 load kernel=6.1 hooks=1 protocol=1
+kprobegen/1 h 1 begin report=0 reason=unload ts_ns=5 lines=3
+kprobegen/1 h 2 hook {hook}
+kprobegen/1 h 3 hist {hist}
+kprobegen/1 h 4 bucket hook=r low=256 high=512 count=4
+kprobegen/1 h 5 end report=0 lines=3
+"""
+HOOK = "name=r probe=kretprobe symbol=vfs_read hits=4 missed=1 dropped=0 disarmed=1 by=- keys=0 hist=1"
+HIST = "hook=r of=latency scale=log2 unit=ns count=4 sum=1200 min=300 max=301 buckets=1"
+
+
+def test_hook_and_hist_records_in_any_field_order_agree():
+    def one(hook, hist):
+        (r,) = parse_log(HIST_LOG.format(hook=hook, hist=hist)).results("h", all=True)
+        return r
+    canonical = one(HOOK, HIST)
+    h = canonical.hooks["r"]
+    assert canonical.complete and (h.hits, h.missed, h.disarmed, h.by_kind) == (4, 1, True, None)
+    assert (h.histogram.count, h.histogram.sum, h.histogram.unit, len(h.histogram.buckets)) == (
+        4, 1200, "ns", 1)
+    assert one(" ".join(reversed(HOOK.split())), " ".join(reversed(HIST.split()))) == canonical
+    assert one(HOOK + "\t", HIST + " \t") == canonical
+    bad = one(HOOK.replace("hits=4", "hits=4=4"), HIST)
+    assert not bad.complete and bad.problems == [
+        "hook record at SEQ 2 (log line 3): fields are not KEY=VALUE separated by single spaces",
+        "2 record(s) of that hook not read"]
