@@ -794,12 +794,15 @@ def _frame_results(f: Frame) -> Results:
             # fast paths: key and bucket records as the C template prints them
             if typ == "key" and want_keys:
                 m = _KEY_RE.fullmatch(rec[2])
-                if m is not None and m.group(1) == cur.name:
-                    k = conv(m.group(2))
-                    if k not in cur.by:
-                        cur.by[k] = int(m.group(3))
-                        want_keys -= 1
-                        continue
+                if m is not None:
+                    hook, key, count = m.groups()
+                    if hook == cur.name:
+                        k = conv(key)
+                        by = cur.by
+                        if k not in by:
+                            by[k] = int(count)
+                            want_keys -= 1
+                            continue
             elif typ == "bucket" and want_buckets:
                 m = _BUCKET_RE.fullmatch(rec[2])
                 if m is not None and m.group(1) == cur.name:
