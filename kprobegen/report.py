@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import re
+from bisect import bisect_right
 from contextlib import contextmanager
 from functools import lru_cache
 from operator import itemgetter
@@ -614,6 +615,12 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
             prev = s
     inst.missing = missing
 
+    def cut(begin, body, bstart) -> int:
+        """Records in the SEQ span of a frame without an end: up to its last record (events
+        after that are not in its span)."""
+        last = body[-1] if body else begin
+        return bisect_right(seqs, last[0]) - bstart + (begin is not None)
+
     frames: list[Frame] = []
     mod = inst.module
     in_frame = False
@@ -631,8 +638,8 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
             continue
         if typ == "begin":
             if in_frame:
-                frames.append(_make_frame(inst, begin, None, _body(ordered, bstart, idx, dirty),
-                                          idx - bstart + (begin is not None)))
+                body = _body(ordered, bstart, idx, dirty)
+                frames.append(_make_frame(inst, begin, None, body, cut(begin, body, bstart)))
             in_frame = True
             begin = rec
             bstart = idx + 1
@@ -676,8 +683,8 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
         else:
             unrecognised[typ] = unrecognised.get(typ, 0) + 1
     if in_frame:
-        frames.append(_make_frame(inst, begin, None, _body(ordered, bstart, len(ordered), dirty),
-                                  len(ordered) - bstart + (begin is not None)))
+        body = _body(ordered, bstart, len(ordered), dirty)
+        frames.append(_make_frame(inst, begin, None, body, cut(begin, body, bstart)))
 
     # lines lost outside every frame (between frames, before the first, after SEQ 0)
     inside = [(f.first_seq, f.last_seq) for f in frames]

@@ -96,3 +96,21 @@ def test_hook_and_hist_records_in_any_field_order_agree():
     assert not bad.complete and bad.problems == [
         "hook record at SEQ 2 (log line 3): fields are not KEY=VALUE separated by single spaces",
         "2 record(s) of that hook not read"]
+
+
+def test_a_cut_frame_ending_in_an_event_counts_its_lost_end():
+    # found by test_report_property: an event after the last record of a frame whose end is
+    # gone was counted inside the frame's span ("-1 line(s) missing", lost_lines=0)
+    log = "\n".join([
+        "kprobegen/1 c 0 load kernel=6.1 hooks=1 protocol=1",
+        "kprobegen/1 c 1 begin report=0 reason=unload ts_ns=2 lines=2",
+        "kprobegen/1 c 2 event hook=h pid=0 tgid=0 cpu=0 comm=",
+        "kprobegen/1 c 3 hook name=h probe=kprobe symbol=s hits=1 missed=0 dropped=0 "
+        "disarmed=0 by=pid keys=1 hist=0",
+        "kprobegen/1 c 4 key hook=h key=0 count=1",
+        "kprobegen/1 c 5 event hook=h pid=0 tgid=0 cpu=0 comm=",
+    ])
+    (r,) = parse_log(log).results("c", all=True)
+    assert (r.complete, r.lost_lines) == (False, 1)
+    assert r.problems == ["no end record (the frame's end is not in the log: cut, lost, or "
+                          "the module was still reporting)"]
