@@ -116,8 +116,7 @@ def cmd_bpftrace(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .kbuild import build, make_command, resolve_tree
-    from .pipeline import prepare
+    from .kbuild import build, cached_by_spec, make_command, remember_spec, resolve_tree, tree_release
 
     kernel = _kernel(args) if args.kernel_dir is None else None
     if args.kernel_dir is None and kernel is None:
@@ -128,10 +127,21 @@ def cmd_build(args) -> int:
         tree, _, make_vars = resolve_tree(kernel, args.kernel_dir)
         print(" ".join(make_command(tree, Path(args.output).resolve(), make_vars)))
         return 0
-    spec = prepare(args.spec, kernel, check_symbols=kernel is not None and not args.no_symbol_check,
-                   progress=_progress(args))
-    built = build(spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_cache=not args.no_cache,
-                  strict=args.strict, progress=_progress(args))
+    check_symbols = kernel is not None and not args.no_symbol_check
+    built = None
+    if not args.no_cache:
+        tree = Path(args.kernel_dir) if args.kernel_dir else (Path(kernel.build_dir) if kernel.build_dir else None)
+        if tree is not None and (tree / "Makefile").is_file():
+            release = kernel.release if kernel else tree_release(tree)
+            built = cached_by_spec(args.spec, args.output, tree, release, check_symbols)
+    if built is None or (args.strict and built.warnings):
+        from .pipeline import prepare
+
+        spec = prepare(args.spec, kernel, check_symbols=check_symbols, progress=_progress(args))
+        built = build(spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_cache=not args.no_cache,
+                      strict=args.strict, progress=_progress(args))
+        if not args.no_cache:
+            remember_spec(args.spec, built, check_symbols)
     _warn(built.warnings)
     if args.json:
         _print_json({"module": built.name, "ko": str(built.ko), "kernel": built.kernel_release,

@@ -14,12 +14,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+import json
+from typing import TYPE_CHECKING, Callable
 
-from . import __version__
+from . import __version__, templates_dir
 from .errors import BuildError
-from .render import render_files, write_files
-from .spec import Spec
+
+if TYPE_CHECKING:
+    from .spec import Spec
+
+# render (jinja2) and spec (pydantic) are imported inside build(): a rebuild served by
+# cached_by_spec() needs neither, and their imports are most of a cached CLI build's time.
 
 Progress = Callable[[str], None]
 
@@ -34,6 +39,7 @@ class BuiltModule:
     cached: bool                  # copied from the build cache, no compiler run
     warnings: tuple[str, ...] = ()  # compiler warning lines, empty for a clean build
     command: tuple[str, ...] = field(default=())
+    sources: tuple[str, ...] = ()     # the rendered files written beside the .ko
 
 
 def tree_release(kernel_dir: Path) -> str:
@@ -126,7 +132,7 @@ def _hook_at(c_source: str, line: int) -> str | None:
     return hook
 
 
-def explain_compiler_output(output: str, c_source: str, spec: Spec) -> list[str]:
+def explain_compiler_output(output: str, c_source: str, spec: "Spec") -> list[str]:
     """Compiler diagnostics, each tagged with the hook whose code it is in."""
     index = {h.hook_name: i for i, h in enumerate(spec.hooks)}
     lines = []
@@ -141,7 +147,7 @@ def explain_compiler_output(output: str, c_source: str, spec: Spec) -> list[str]
 
 
 def build(
-    spec: Spec,
+    spec: "Spec",
     out_dir: str | Path,
     *,
     kernel=None,
@@ -155,6 +161,8 @@ def build(
     ``kernel`` is a kernels.Kernel; ``kernel_dir`` an explicit Kbuild tree; neither: the default
     kernel. ``strict`` turns compiler warnings into a BuildError.
     """
+    from .render import render_files, write_files
+
     say = progress or (lambda message: None)
     tree, release, make_vars = resolve_tree(kernel, kernel_dir)
     files = render_files(spec)
@@ -169,7 +177,7 @@ def build(
         write_files(files, out)
         shutil.copyfile(cached / ko_name, out / ko_name)
         warnings = tuple((cached / "warnings.txt").read_text().splitlines()) if (cached / "warnings.txt").exists() else ()
-        return BuiltModule(spec.module, out / ko_name, out, release, tree, True, warnings)
+        return BuiltModule(spec.module, out / ko_name, out, release, tree, True, warnings, sources=tuple(files))
 
     work = Path(tempfile.mkdtemp(prefix=f"kpg-{spec.module}-"))
     try:
@@ -205,9 +213,67 @@ def build(
                 os.replace(staging, cached)
             except OSError:  # another build of the same key won the race
                 shutil.rmtree(staging, ignore_errors=True)
-        return BuiltModule(spec.module, out / ko_name, out, release, tree, False, warnings, tuple(command))
+        return BuiltModule(spec.module, out / ko_name, out, release, tree, False, warnings, tuple(command),
+                           sources=tuple(files))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _spec_key(spec_file: Path, tree: Path, release: str, symbols_checked: bool) -> str | None:
+    """A key from the spec file's bytes and name (what the generated files derive from)."""
+    try:
+        data = spec_file.read_bytes()
+    except OSError:
+        return None
+    digest = hashlib.sha256(f"kprobegen {__version__}\0{spec_file.name}\0{tree.resolve()}\0{release}\0".encode())
+    autoconf = tree / "include" / "generated" / "autoconf.h"
+    if autoconf.exists():
+        digest.update(str(autoconf.stat().st_mtime_ns).encode())
+    # The templates too: an edited template must not be served from an old rendering.
+    for template in sorted(templates_dir().glob("*.j2")):
+        stat = template.stat()
+        digest.update(f"{template.name}:{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+    digest.update(f"symbols-checked={symbols_checked}\0".encode() + data)
+    return digest.hexdigest()[:32]
+
+
+def remember_spec(spec_file: Path, built: BuiltModule, symbols_checked: bool) -> None:
+    """Index a finished build by its spec file's bytes, for cached_by_spec()."""
+    key = _spec_key(Path(spec_file), built.kernel_dir, built.kernel_release, symbols_checked)
+    if key is None or not built.sources:
+        return
+    entry = _cache_root() / "by-spec" / key
+    files = sorted(built.sources)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(entry.parent)))
+        for name in files + [built.ko.name]:
+            shutil.copyfile(built.out_dir / name, staging / name)
+        (staging / "manifest.json").write_text(json.dumps(
+            {"module": built.name, "files": files, "ko": built.ko.name, "warnings": list(built.warnings)}))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(staging, entry)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def cached_by_spec(spec_file: Path, out_dir: str | Path, tree: Path, release: str,
+                   symbols_checked: bool) -> BuiltModule | None:
+    """The build of an unchanged spec file, straight from the cache: no YAML, no templates,
+    no compiler. None when this spec file was never built for this tree."""
+    key = _spec_key(Path(spec_file), tree, release, symbols_checked)
+    entry = _cache_root() / "by-spec" / key if key else None
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in manifest["files"] + [manifest["ko"]]:
+        staged = out / f".{name}.kprobegen-tmp"
+        shutil.copyfile(entry / name, staged)
+        os.replace(staged, out / name)
+    return BuiltModule(manifest["module"], out / manifest["ko"], out, release, tree, True,
+                       tuple(manifest["warnings"]), sources=tuple(manifest["files"]))
 
 
 def _ensure(path: Path) -> Path:

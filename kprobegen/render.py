@@ -16,16 +16,12 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__
+from . import __version__, templates_dir
 from .errors import RenderError
 from .spec import S64_MAX, S64_MIN, Spec
 
 # Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
-_HERE = Path(__file__).resolve().parent
-TEMPLATES = next(
-    (p for p in (_HERE / "templates", _HERE.parent / "templates") if (p / "module.c.j2").is_file()),
-    _HERE.parent / "templates",
-)
+TEMPLATES = templates_dir()
 
 _C_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,:;-+/()[]<>=!#@")
 

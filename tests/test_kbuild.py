@@ -157,3 +157,29 @@ def test_cli_build_json_and_running_kernel_message(kernel_61, tmp_path):
         assert done.returncode == 1
         assert f"install linux-headers-{running}" in done.stderr
         assert done.stderr.count("\n") == 1, "one line"
+
+
+def test_unchanged_spec_file_rebuild_needs_no_yaml_or_templates(kernel_61, tmp_path, monkeypatch):
+    """`kprobegen build` of an unchanged spec file is served from the cache by its bytes alone."""
+    monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "sync_counter.yaml"
+    spec.write_text((MODULES / "sync_counter.yaml").read_text())
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "unrelated.txt").write_text("mine")
+    args = ["build", str(spec), "--kernel", kernel_61.release, "--json", "--no-symbol-check", "-o"]
+    run = lambda out: json.loads(subprocess.run([sys.executable, "-m", "kprobegen", *args, str(out)],
+                                                check=True, capture_output=True, text=True).stdout)
+    assert run(tmp_path / "a")["cached"] is False
+    # The second process must not even import the YAML and template machinery.
+    probe = subprocess.run([sys.executable, "-c",
+        "import sys, runpy; sys.argv = ['kprobegen'] + sys.argv[1:];\n"
+        "try: runpy.run_module('kprobegen', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print('LOADED', 'kprobegen.spec' in sys.modules, 'jinja2' in sys.modules)",
+        *args, str(tmp_path / "b")], check=True, capture_output=True, text=True)
+    assert '"cached": true' in probe.stdout and "LOADED False False" in probe.stdout
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
+        p.name for p in (tmp_path / "a").iterdir()) + ["unrelated.txt"]
+    assert (tmp_path / "b" / "sync_counter.ko").read_bytes() == (tmp_path / "a" / "sync_counter.ko").read_bytes()
+    spec.write_text(spec.read_text().replace("count_by: comm", "count_by: pid"))
+    assert run(tmp_path / "c")["cached"] is False
