@@ -5,7 +5,8 @@ Runs, in one process and alternating so both see the same machine load:
   hand-written  `make -C KDIR M=dir modules` on bench/handwritten (plain Kbuild)
   kprobegen     kbuild.build(spec) with an empty cache (render + Kbuild)
   cached        kbuild.build(spec) again, unchanged (cache hit), in-process
-  cached CLI    `kprobegen build` as a command, unchanged (cache hit), whole process
+  cached CLI    `kprobegen build` as a command, unchanged, run a second time (served by the spec
+                file's bytes: no YAML, no templates), whole process including Python's start
 
 Prints medians and the ratios. Targets: cold ≤ 1.1× hand-written; cached ≤ 0.2 s.
 Usage: python3 bench/build_bench.py [--rounds N] [--kernel RELEASE]
@@ -62,6 +63,7 @@ def main() -> int:
             samples["cached"].append(timed(lambda: build(spec, work / f"gen{round_}b", kernel=kernel)))
             cli = [sys.executable, "-m", "kprobegen", "build", str(spec_file), "-o", str(work / f"cli{round_}"),
                    "--kernel", kernel.release, "--no-symbol-check"]
+            subprocess.run(cli, check=True, capture_output=True)  # the first CLI build indexes the spec file
             samples["cached CLI"].append(timed(lambda: subprocess.run(cli, check=True, capture_output=True)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -70,7 +72,10 @@ def main() -> int:
     for name, value in med.items():
         print(f"  {name:13} {value:7.3f} s")
     print(f"cold ratio kprobegen / hand-written: {med['kprobegen'] / med['hand-written']:.2f}x (target <= 1.1x)")
-    print(f"cached rebuild: {med['cached']:.3f} s in-process, {med['cached CLI']:.3f} s as a command (target <= 0.2 s)")
+    startup = statistics.median(timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+                                for _ in range(5))
+    print(f"cached rebuild: {med['cached']:.3f} s in-process, {med['cached CLI']:.3f} s as a command "
+          f"(of which {startup:.3f} s is this Python's bare start) (target <= 0.2 s)")
     return 0
 
 
