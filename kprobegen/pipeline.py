@@ -9,10 +9,12 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import LoadError, VMError
-from .spec import Spec, load_spec
+
+if TYPE_CHECKING:  # spec.py (pydantic) is imported only when a spec must be read
+    from .spec import Spec
 
 Progress = Callable[[str], None]
 
@@ -28,7 +30,9 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
 
     The profile (kallsyms, kprobe blacklist) is captured once per kernel by booting it, then cached.
     """
-    if not isinstance(spec, Spec):
+    if isinstance(spec, (str, Path)):
+        from .spec import load_spec
+
         spec = load_spec(spec)
     if kernel is None or not (check_symbols or spec.has_globs):
         return spec
@@ -47,7 +51,7 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
 class SpecRun:
     """One spec run in a VM: the build, the VM run, and the parsed results."""
 
-    spec: Spec
+    spec: Spec | None      # None when the build came from the cache by the spec file's bytes
     built: object          # kbuild.BuiltModule
     run: object            # vm.Run
     results: list          # report.Results of this module (latest complete report)
@@ -82,22 +86,32 @@ def run_spec(
     fails (the kernel's reason included; nothing stays loaded: the VM is gone).
     """
     from . import vm
-    from .kbuild import build
+    from .kbuild import build, cached_by_spec, remember_spec
     from .report import parse_log
 
     say = progress or (lambda message: None)
     kernel = resolve_kernel(kernel_release)
-    spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say)
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix=f"kpg-run-{spec.module}-"))
-    built = build(spec, out, kernel=kernel, progress=say)
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
+    built = None
+    if isinstance(spec, (str, Path)) and kernel.build_dir is not None:
+        # An unchanged spec file built (and its symbols checked) for this kernel before.
+        built = cached_by_spec(Path(spec), out, Path(kernel.build_dir), kernel.release, check_symbols)
+        if built is not None:
+            say(f"cached build of {built.name} for {kernel.release}")
+    if built is None:
+        spec_file = Path(spec) if isinstance(spec, (str, Path)) else None
+        spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say)
+        built = build(spec, out, kernel=kernel, progress=say)
+        if spec_file is not None:
+            remember_spec(spec_file, built, check_symbols)
     run = vm.run(kernel, [built.ko], list(cmd), add=list(add), timeout=timeout, accel=accel,
                  oracles=list(oracles), progress=say)
     run.raise_for_status()
     for load in run.loads:
         if load.insmod_rc != 0:
             raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.reason or 'no reason given'}")
-    results = parse_log(run.kernel_log).results(module=spec.module)
-    return SpecRun(spec, built, run, results)
+    results = parse_log(run.kernel_log).results(module=built.name)
+    return SpecRun(None if isinstance(spec, (str, Path)) else spec, built, run, results)
 
 
 __all__ = ["prepare", "run_spec", "SpecRun", "resolve_kernel", "VMError"]
