@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from kprobegen import templates_dir
 from kprobegen.errors import LoadError, VMError
 from kprobegen.vm import qemu as _qemu
 from kprobegen.vm.image import boot_image
@@ -52,11 +53,7 @@ __all__ = [
 DEFAULT_RELEASE = "6.1.0-56-cloud-amd64"
 
 # Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
-_PKG = Path(__file__).resolve().parents[1]
-_TEMPLATES = next(
-    (p for p in (_PKG / "templates", _PKG.parent / "templates") if (p / "vm-init.sh.j2").is_file()),
-    _PKG.parent / "templates",
-)
+_TEMPLATES = templates_dir()
 _SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _MODNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Kernel log lines that make a run that otherwise finished an "oops".
