@@ -16,7 +16,17 @@ objects of a parse are handed to the oldest GC generation without a scan (``_no_
 Where the time goes, per record of a dense log: ~1 µs finding, splitting and grouping the
 line (``_scan``), ~0.3 µs instances and framing, ~1.5 µs more for Results; a one-regex
 ``findall`` over the whole text was measured too and is slower (building its tuples and
-regrouping them costs more than the per-line loop saves).
+regrouping them costs more than the per-line loop saves). An instance seen as one rising
+run of lines (the usual case) keeps its records as that list: the ``Instance.records`` dict
+is built only when read.
+
+Why not columns (measured on the 100% log of the benchmark, 1 M lines, 94 MB, this 2-core
+machine, CPU s): every whole-text pass costs 0.05-0.1 (``count``/``in``/``find`` of a short
+string) and a regex pass 0.1-0.25 even when it builds nothing; one ``findall`` of the text
+after the prefix 0.23-0.33, ``map(str.split, …, 3)`` on it 0.6-0.7 and ``zip(*…)`` into columns
+0.3; per module a ``findall`` of just the SEQs 0.15-0.19 + ``map(int)`` 0.06-0.11. A text-level
+path (checks that every line is a record once, SEQs per module, begin/end by ``str.find``)
+measured 1.38 before building frames: no faster than ``_scan``'s loop (~1.07).
 """
 
 from __future__ import annotations
@@ -213,6 +223,29 @@ class Instance:
     @property
     def lost_lines(self) -> int:
         return sum(hi - lo + 1 for lo, hi in self.missing)
+
+
+class _Ordered(list):
+    """An instance's records in SEQ order, no SEQ twice (one rising run of lines): the
+    ``Instance.records`` dict is built from it only when someone reads it."""
+
+    __slots__ = ()
+
+
+def _instance_records(self) -> dict[int, Record]:
+    recs = self.__dict__["_records"]
+    if type(recs) is _Ordered:
+        recs = self.__dict__["_records"] = dict(zip(map(_SEQ, recs), recs))
+    return recs
+
+
+def _set_instance_records(self, recs) -> None:
+    self.__dict__["_records"] = recs
+
+
+# after @dataclass: its __init__, __eq__ and asdict() go through the property
+Instance.records = property(_instance_records, _set_instance_records,
+                            doc="SEQ → record (duplicates dropped)")
 
 
 @dataclass(eq=False)
@@ -537,7 +570,8 @@ def _instances(module: str, recs, problems: list[str]):
             no_seq1.discard(idx)
             by_seq1.setdefault((r1[1], r1[2].rstrip()), []).append(idx)
 
-    for run in _split_runs(recs):
+    runs = _split_runs(recs)
+    for run in runs:
         target = None
         starts_at_zero = run[0][0] == 0
         for idx in candidates(run):
@@ -554,6 +588,10 @@ def _instances(module: str, recs, problems: list[str]):
                 target = idx
                 break
         if target is None:
+            if not insts and len(runs) == 1:     # the usual case: one load, seen once
+                insts.append(_Ordered(run))
+                first_lines.append(run[0][3])
+                break
             insts.append(dict(zip(map(_SEQ, run), run)))
             first_lines.append(run[0][3])
             index(len(insts) - 1)
@@ -569,7 +607,10 @@ def _instances(module: str, recs, problems: list[str]):
     out = []
     for idx, recmap in enumerate(insts):
         inst = Instance(module, idx, recmap, first_lines[idx])
-        load = recmap.get(0)
+        if type(recmap) is _Ordered:
+            load = recmap[0] if recmap[0][0] == 0 else None
+        else:
+            load = recmap.get(0)
         if load is not None and load[1] == "load":
             try:
                 d = _fields(load[2])
@@ -588,7 +629,12 @@ def _begin_end(rec: Record, need: tuple[str, ...]) -> dict | str:
     if fast is not None:        # the record exactly as the C template prints it
         m = fast.fullmatch(rec[2])
         if m is not None:
-            return {k: v if k == "reason" else int(v) for k, v in zip(need, m.groups())}
+            if len(need) == 2:
+                report, lines = m.groups()
+                return {"report": int(report), "lines": int(lines)}
+            report, reason, ts_ns, lines = m.groups()
+            return {"report": int(report), "reason": reason, "ts_ns": int(ts_ns),
+                    "lines": int(lines)}
     try:
         d = _fields(rec[2])
         vals = _need(d, *need)
@@ -609,9 +655,13 @@ def _body(ordered: list[Record], a: int, b: int, dirty: bool) -> list[Record]:
 
 def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures: list,
             problems: list[str]) -> list[Frame]:
-    recmap = inst.records
-    seqs = sorted(recmap)
-    ordered = list(map(recmap.__getitem__, seqs))
+    recmap = inst.__dict__["_records"]
+    if type(recmap) is _Ordered:
+        ordered = recmap
+        seqs = list(map(_SEQ, ordered))
+    else:
+        seqs = sorted(recmap)
+        ordered = list(map(recmap.__getitem__, seqs))
     # SEQ gaps of the whole instance (the start counts: SEQ 0 is the first line)
     missing = []
     if seqs and (seqs[0] != 0 or seqs[-1] + 1 != len(seqs)):
