@@ -129,6 +129,14 @@ def _render(template: str, context: dict) -> str:
 _ARGS = tuple(f"arg{i}" for i in range(6))
 
 
+
+def _print_plan(p, latency: str, retval: str, arg) -> dict:
+    """The rate-limited event line of a hook, as one tool spells its values: the protocol's
+    field names (latency is printed as latency_ns) paired with the tool's expressions."""
+    fields = [("latency_ns", latency) if f == "latency" else (f, retval if f == "retval" else arg(f))
+              for f in p.fields]
+    return {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
+
 def _entry_args(hook: Hook) -> list[str]:
     """Arguments a kretprobe must carry from entry to return (C: kretprobe instance data)."""
     used = set()
@@ -311,16 +319,7 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
 
     h["print"] = None
     if hook.print is not None:
-        p = hook.print
-        fields = []
-        for fld in p.fields:
-            if fld == "latency":
-                fields.append(("latency_ns", latency))
-            elif fld == "retval":
-                fields.append(("retval", returnval))
-            else:
-                fields.append((fld, arg(fld)))
-        h["print"] = {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
+        h["print"] = _print_plan(hook.print, latency, returnval, arg)
     h["globals"] = _stap_globals(h)
     return h
 
@@ -489,15 +488,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     h["print"] = None
     if hook.print is not None:
         p = hook.print
-        fields = []
-        for fld in p.fields:
-            if fld == "latency":
-                fields.append(("latency_ns", "$latency"))
-            elif fld == "retval":
-                fields.append(("retval", raw("retval")))
-            else:
-                fields.append((fld, arg(fld)))
-        h["print"] = {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
+        h["print"] = _print_plan(p, "$latency", raw("retval"), arg)
         warnings.append(
             f"hook {n}: print rate limit ({p.burst} per {p.interval_ms} ms) uses plain map counters, "
             "which bpftrace does not update atomically: CPUs racing can print a few more events"
