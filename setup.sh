@@ -15,13 +15,14 @@ SUDO=""
 # busybox-static for the initramfs, lz4 to unpack the cloud kernels once for a faster boot);
 # Kbuild's needs (make, gcc, bc, flex, bison, libelf, pahole for module BTF); kmod for
 # modinfo; SystemTap and bpftrace to check the equivalent scripts; python3-venv for the
-# virtual environment.
+# virtual environment; python3-dev (Python.h) for the report parser's C line scanner, which
+# pip builds with gcc when it installs kprobegen.
 PACKAGES=(
   linux-image-cloud-amd64 linux-headers-cloud-amd64
   qemu-system-x86 busybox-static cpio kmod lz4
   make gcc bc flex bison libelf-dev dwarves zstd xz-utils
   systemtap bpftrace
-  python3 python3-venv python3-pip ca-certificates
+  python3 python3-venv python3-pip python3-dev ca-certificates
 )
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"

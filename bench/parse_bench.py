@@ -8,11 +8,15 @@ one where every line is — and times:
   + results()          the default result (latest complete report per module)
   + results(all=True)  every report as Results (the time series)
 
-With ``--baseline REV`` (a git revision, e.g. ``HEAD~3``) the parser of that revision is
-timed too, alternating with this one in the same run, so a change is measured side by side
-on the same (possibly shared, busy) machine.
+Lines are found by the C scanner (kprobegen/_logscan.c) when it is built (``pip install -e
+.`` builds it in place; ``./setup.sh`` does that in .venv). ``--python-scanner`` times the
+same parser with the pure-Python scanner too, taking turns in the same run. With
+``--baseline REV`` (a git revision, e.g. ``HEAD~3``) the parser of that revision is timed too
+(from a copy of its sources, so with the Python scanner), alternating with this one, so a
+change is measured side by side on the same (possibly shared, busy) machine.
 
-Usage: python3 bench/parse_bench.py [--lines N] [--repeat R] [--baseline REV]
+Usage: .venv/bin/python bench/parse_bench.py [--lines N] [--repeat R] [--python-scanner]
+                                             [--baseline REV]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from kprobegen import report  # noqa: E402
 from kprobegen.report import parse_log  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -116,6 +121,15 @@ def baseline_parser(rev: str, tmp: str):
     return importlib.import_module("kprobegen_baseline.report").parse_log
 
 
+def python_scanner_parse(text):
+    """parse_log with the C scanner switched off."""
+    scanner, report._logscan = report._logscan, None
+    try:
+        return parse_log(text)
+    finally:
+        report._logscan = scanner
+
+
 def best(fns: list, repeat: int) -> list[tuple[float, float]]:
     """Best wall time and best CPU time of this process (the machine may be shared) of each
     function; the functions take turns, so a busy spell hits them alike."""
@@ -136,15 +150,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--python-scanner", action="store_true",
+                    help="also time the parser with the pure-Python line scanner, side by side")
     ap.add_argument("--baseline", metavar="REV",
                     help="also time the parser of this git revision, side by side")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, best of {args.repeat}")
+    if report._logscan is None:
+        print("line scanner: Python (the C scanner is not built: pip install -e . builds it)")
+    else:
+        print(f"line scanner: C ({report._logscan.__file__})")
     parsers = [("", parse_log)]
+    if args.baseline or args.python_scanner:
+        parsers = [("this tree: ", parse_log)]
+    if args.python_scanner:
+        if report._logscan is None:
+            sys.exit("--python-scanner: the C scanner is not built, nothing to compare with")
+        parsers.append(("python scanner: ", python_scanner_parse))
     if args.baseline:
         tmp = tempfile.TemporaryDirectory(prefix="parse_bench_")
         parsers.insert(0, (f"{args.baseline}: ", baseline_parser(args.baseline, tmp.name)))
-        parsers[1] = ("this tree: ", parse_log)
     for fraction in (0.01, 1.0):
         text, nreport = make_log(args.lines, fraction)
         mb = len(text) / 1e6
@@ -162,11 +187,13 @@ def main() -> None:
               f"{mb:.1f} MB")
         for what, run in runs:
             times = best([lambda parse=parse: run(parse) for _, parse in parsers], args.repeat)
+            mine = times[[p for _, p in parsers].index(parse_log)][1]
             for (who, _), (wall, cpu) in zip(parsers, times):
                 label = who + what
-                print(f"  {label:44s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
+                ratio = f"  {cpu / mine:5.2f}x this tree's cpu" if len(parsers) > 1 else ""
+                print(f"  {label:48s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
                       f"{nreport / cpu / 1e6:5.2f} M report lines/s  "
-                      f"{args.lines / cpu / 1e6:5.2f} M log lines/s (per cpu second)")
+                      f"{args.lines / cpu / 1e6:5.2f} M log lines/s{ratio}")
 
 
 if __name__ == "__main__":

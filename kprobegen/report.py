@@ -41,6 +41,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from .errors import ReportError
+
+try:
+    from . import _logscan      # the line scanner in C, built by setuptools with the package
+except ImportError:             # not built (a source tree used without installing): pure Python
+    _logscan = None
 from .results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
                       Results, bytes_to_text, format_histogram, format_results, results_from_json,
                       results_json, text_to_bytes)
@@ -394,7 +399,31 @@ def _kmsg_unescape(text: str) -> str:
 
 
 def _scan(text: str):
-    """Find the protocol lines: {module: [(seq, type, fields, lineno), ...]} in log order.
+    """Find the protocol lines: ({module: [(seq, type, fields, lineno), ...]} in log order,
+    {unrecognised name: count}, lines with the prefix, lines).
+
+    The C scanner (kprobegen/_logscan.c, built with the package) does it when it is there
+    and the text is stored one byte per character; ``_scan_py`` is the same in Python and
+    the reference the C scanner is tested against."""
+    if "\r" in text:
+        text = text.replace("\r", "")
+    if _logscan is not None:
+        found = _logscan.scan(text, _other_version, _kmsg_rest)
+        if found is not None:
+            return found
+    return _scan_py(text)
+
+
+def _kmsg_rest(line: str, rest: str) -> str:
+    """``rest`` of a line whose text before the prefix ends in ';' and that holds a '\\': a
+    /dev/kmsg record writes '\\' and unprintable bytes as \\xHH, undo that one layer."""
+    if _KMSG_HEADER_RE.match(line):
+        return _kmsg_unescape(rest)
+    return rest
+
+
+def _scan_py(text: str):
+    """``_scan`` in Python.
 
     C-level work does most of it (split into lines, keep those holding the prefix); then a
     handful of string operations per protocol line. Trailing whitespace stays on ``fields``
@@ -417,9 +446,8 @@ def _scan(text: str):
                 continue
             if head[0] in " \t":
                 continue            # a /dev/kmsg continuation (dictionary) line
-            if head[-1] == ";" and "\\" in line and _KMSG_HEADER_RE.match(line):
-                # /dev/kmsg writes '\' and unprintable bytes as \xHH: undo that one layer
-                rest = _kmsg_unescape(rest)
+            if head[-1] == ";" and "\\" in line:
+                rest = _kmsg_rest(line, rest)
         elif not sep:
             continue                # an empty line
         parts = rest.split(" ", 3)
