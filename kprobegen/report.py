@@ -6,27 +6,29 @@ and module instance, drops lines seen twice, cuts each instance into report fram
 checks every frame: a frame is complete only when nothing of it is missing. Incomplete
 frames are kept and marked; they are never repaired. See docs/results.md.
 
-Speed (bench/parse_bench.py): protocol lines are found with one ``split`` of the text
-(dense logs) or ``str.find`` jumps (sparse ones), a record costs one ``partition`` and one
-``split``; field values are converted only when a frame is turned into Results
-(``Frame.results()``), so the default ``results()`` converts one frame per module. Records
-as the C template prints them are read with one regex each (begin, end, hook, hist, key,
-bucket); anything else takes the general ``_fields`` path, which says what is wrong. The
-objects of a parse are handed to the oldest GC generation without a scan (``_no_gc``).
-Where the time goes, per record of a dense log: ~1 µs finding, splitting and grouping the
-line (``_scan``), ~0.3 µs instances and framing, ~1.5 µs more for Results; a one-regex
-``findall`` over the whole text was measured too and is slower (building its tuples and
-regrouping them costs more than the per-line loop saves). An instance seen as one rising
-run of lines (the usual case) keeps its records as that list: the ``Instance.records`` dict
-is built only when read.
+Speed (bench/parse_bench.py): the first stage, finding the protocol lines and splitting
+each into (SEQ, type, fields, log line) grouped by module, is C (kprobegen/_logscan.c, built
+by setuptools with the package): ~0.25 µs per record, where the same in Python
+(``_scan_py``, kept as the reference the C scanner is tested against and as the fallback when
+it is not built) costs ~1 µs. Everything that gives the records meaning (instances, frames,
+Results) stays here, in one place. Field values are converted only when a frame is turned
+into Results (``Frame.results()``), so the default ``results()`` converts one frame per
+module. Records as the C template prints them are read with one regex each (begin, end,
+hook, hist, key, bucket); anything else takes the general ``_fields`` path, which says what
+is wrong. The objects of a parse are handed to the oldest GC generation without a scan
+(``_no_gc``). An instance seen as one rising run of lines (the usual case) keeps its records
+as that list: the ``Instance.records`` dict is built only when read.
 
-Why not columns (measured on the 100% log of the benchmark, 1 M lines, 94 MB, this 2-core
-machine, CPU s): every whole-text pass costs 0.05-0.1 (``count``/``in``/``find`` of a short
-string) and a regex pass 0.1-0.25 even when it builds nothing; one ``findall`` of the text
-after the prefix 0.23-0.33, ``map(str.split, …, 3)`` on it 0.6-0.7 and ``zip(*…)`` into columns
-0.3; per module a ``findall`` of just the SEQs 0.15-0.19 + ``map(int)`` 0.06-0.11. A text-level
-path (checks that every line is a record once, SEQs per module, begin/end by ``str.find``)
-measured 1.38 before building frames: no faster than ``_scan``'s loop (~1.07).
+Per record of the benchmark's 100% log (1 M lines, 94 MB, this 2-core machine): scan 0.25
+µs in C, instances 0.09 µs, framing 0.2-0.25 µs: 1.6 M report lines/s for ``parse_log``;
+~1.5 µs more to turn every frame into Results (``results(all=True)``). Pure-Python routes
+measured before the C scanner, none faster than ``_scan_py``'s loop (~1.07 s): a
+one-regex ``findall`` over the whole text plus regrouping; columns (one ``findall`` of the
+text after the prefix 0.23-0.33 s, ``map(str.split, …, 3)`` 0.6-0.7 s, ``zip(*…)`` 0.3 s);
+a text-level pass with ``str.find`` for begin/end, 1.38 s before building frames. For
+Results, reading all key (bucket) records of a hook with one ``findall`` was measured no
+faster than a regex per record (~70 µs per 36-record frame either way): the time goes to
+making the ints, dicts and Bucket objects themselves.
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from .errors import ReportError
+from .results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
+                      Results, bytes_to_text, format_histogram, format_results, results_from_json,
+                      results_json, text_to_bytes)
 
 try:
     from . import _logscan      # the line scanner in C, built by setuptools with the package
 except ImportError:             # not built (a source tree used without installing): pure Python
     _logscan = None
-from .results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
-                      Results, bytes_to_text, format_histogram, format_results, results_from_json,
-                      results_json, text_to_bytes)
 
 __all__ = ["parse_log", "LogParse", "Frame", "Event", "Record", "Instance", "Results",
            "HookResult", "Histogram", "Bucket", "format_results", "format_histogram",
