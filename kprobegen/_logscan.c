@@ -292,24 +292,9 @@ static Py_ssize_t newlines(const char *s, const char *end)
     return n;
 }
 
-static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args)
+/* Every line of [buf, end) that holds the prefix; *nlines: the lines in the text. */
+static int scan_lines(struct scan *sc, const char *buf, const char *end, Py_ssize_t *nlines)
 {
-    PyObject *text;
-    struct scan sc = {0};
-    if (!PyArg_ParseTuple(args, "UOO:scan", &text, &sc.other_version, &sc.kmsg_rest))
-        return NULL;
-    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
-        Py_RETURN_NONE;
-    const char *buf = PyUnicode_DATA(text);
-    sc.ascii = PyUnicode_IS_ASCII(text);
-    const char *end = buf + PyUnicode_GET_LENGTH(text);
-
-    sc.per_module = PyDict_New();
-    sc.bad_modules = PySet_New(NULL);
-    sc.unrecognised = PyDict_New();
-    if (!sc.per_module || !sc.bad_modules || !sc.unrecognised)
-        goto fail;
-
     /* pos is always the start of a line; nl = newlines before pos */
     const char *pos = buf;
     Py_ssize_t nl = 0;
@@ -322,8 +307,8 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args)
         const char *eol = memchr(hit, '\n', end - hit);
         if (eol == NULL)
             eol = end;
-        if (line(&sc, start, hit, eol, nl + 1) < 0)
-            goto fail;
+        if (line(sc, start, hit, eol, nl + 1) < 0)
+            return -1;
         if (eol == end) {
             pos = end;
             break;
@@ -332,31 +317,49 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args)
         pos = eol + 1;
     }
     nl += newlines(pos, end);
-    Py_ssize_t nlines = buf == end ? 0 : nl + 1 - (end[-1] == '\n');
+    /* as len(text.split("\n")), less a last empty piece */
+    *nlines = buf == end ? 0 : nl + 1 - (end[-1] == '\n');
+    return 0;
+}
 
+static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *text;
+    struct scan sc = {0};
+    if (!PyArg_ParseTuple(args, "UOO:scan", &text, &sc.other_version, &sc.kmsg_rest))
+        return NULL;
+    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
+        Py_RETURN_NONE;
+    const char *buf = PyUnicode_DATA(text);
+    sc.ascii = PyUnicode_IS_ASCII(text);
+
+    PyObject *out = NULL;
+    Py_ssize_t nlines;
+    sc.per_module = PyDict_New();
+    sc.bad_modules = PySet_New(NULL);
+    sc.unrecognised = PyDict_New();
+    if (!sc.per_module || !sc.bad_modules || !sc.unrecognised
+            || scan_lines(&sc, buf, buf + PyUnicode_GET_LENGTH(text), &nlines) < 0)
+        goto done;
+
+    /* every prefixed line is a record or counted as unrecognised */
     Py_ssize_t prefixed = sc.records;
     PyObject *key, *value;
     Py_ssize_t i = 0;
     while (PyDict_Next(sc.unrecognised, &i, &key, &value)) {
         Py_ssize_t v = PyLong_AsSsize_t(value);
         if (v == -1 && PyErr_Occurred())
-            goto fail;
+            goto done;
         prefixed += v;
     }
-    PyObject *out = Py_BuildValue("(OOnn)", sc.per_module, sc.unrecognised, prefixed, nlines);
-    for (int j = 0; j < sc.ncache; j++)
-        Py_DECREF(sc.cache[j].name);
-    Py_DECREF(sc.per_module);
-    Py_DECREF(sc.bad_modules);
-    Py_DECREF(sc.unrecognised);
-    return out;
-fail:
+    out = Py_BuildValue("(OOnn)", sc.per_module, sc.unrecognised, prefixed, nlines);
+done:
     for (int j = 0; j < sc.ncache; j++)
         Py_DECREF(sc.cache[j].name);
     Py_XDECREF(sc.per_module);
     Py_XDECREF(sc.bad_modules);
     Py_XDECREF(sc.unrecognised);
-    return NULL;
+    return out;
 }
 
 static PyMethodDef methods[] = {

@@ -76,6 +76,14 @@ def test_c_scanner_matches_python(logscan, text):
 
 
 @SETTINGS
+@given(st.lists(st.one_of(st.sampled_from(PIECES), st.text(st.characters(max_codepoint=0xFF))),
+                max_size=40).map("".join))
+def test_c_scanner_matches_python_on_any_latin1_text(logscan, text):
+    """Arbitrary bytes (as Latin-1) between the pieces: NULs, control characters, anything."""
+    assert c_scan(logscan, text) == py_scan(text)
+
+
+@SETTINGS
 @given(st.lists(st.sampled_from(PIECES + ["\u20ac", "\u0100", "\U0001f600"]), max_size=40)
        .map("".join))
 def test_wide_text_falls_back_to_python(logscan, text):
