@@ -181,7 +181,7 @@ static PyObject *seq_int(const char *s, Py_ssize_t n)
             v = v * 10 + (s[i] - '0');
         return PyLong_FromLongLong(v);
     }
-    /* longer than any u64: let Python's int have it, as int(seq) would */
+    /* 19 digits or more may not fit a long long: Python's int takes any length, as int(seq) */
     char *copy = PyMem_Malloc(n + 1);
     if (copy == NULL)
         return PyErr_NoMemory();
