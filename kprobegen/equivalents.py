@@ -185,8 +185,17 @@ def _glob_warning(hook: Hook) -> str:
     )
 
 
-def _report_lines_note() -> str:
-    return "not reported by this script: missed (the kernel's nmissed per probe)"
+def _script_context(spec: Spec, tool: str, warnings: list[str], string_literal) -> dict:
+    """What both script templates show the same way: the header, the warnings and notes as
+    comments, the report interval, the module name as the tool's string literal."""
+    return {
+        "spec": spec,
+        "header": _header_lines(spec, tool),
+        "warnings": [comment_text(w) for w in warnings],
+        "notes": ["not reported by this script: missed (the kernel's nmissed per probe)"],
+        "interval_ms": spec.report.interval_ms,
+        "module_literal": string_literal(spec.module),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,16 +209,8 @@ def render_stap(spec: Spec) -> Script:
     hooks = []
     for hook in spec.hooks:
         hooks.append(_stap_hook(spec, hook, warnings))
-    context = {
-        "spec": spec,
-        "header": _header_lines(spec, "SystemTap"),
-        "warnings": [comment_text(w) for w in warnings],
-        "notes": [_report_lines_note()],
-        "hooks": hooks,
-        "active": [h for h in hooks if not h["omitted"]],
-        "interval_ms": spec.report.interval_ms,
-        "module_literal": stap_string(spec.module),
-    }
+    context = _script_context(spec, "SystemTap", warnings, stap_string)
+    context.update(hooks=hooks, active=[h for h in hooks if not h["omitted"]])
     return Script(_render("module.stp.j2", context), tuple(warnings))
 
 
@@ -371,17 +372,8 @@ def render_bpftrace(spec: Spec) -> Script:
             f"limits.maxactive ({spec.limits.maxactive}): bpftrace 0.17 cannot set a kretprobe's maxactive; "
             "its kretprobes use the kernel's default number of instances"
         )
-    context = {
-        "spec": spec,
-        "header": _header_lines(spec, "bpftrace"),
-        "warnings": [comment_text(w) for w in warnings],
-        "notes": [_report_lines_note()],
-        "hooks": hooks,
-        "shared": shared,
-        "maps": maps,
-        "interval_ms": spec.report.interval_ms,
-        "module_literal": bpftrace_string(spec.module),
-    }
+    context = _script_context(spec, "bpftrace", warnings, bpftrace_string)
+    context.update(hooks=hooks, shared=shared, maps=maps)
     return Script(_render("module.bt.j2", context), tuple(warnings))
 
 

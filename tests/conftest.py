@@ -4,6 +4,7 @@ enable them, except in CI (CI=true), where a missing prerequisite is a failure o
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,24 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MODULES = REPO / "modules"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def decode_octal_literal(literal: str, forbidden: str = '"\\\n') -> bytes:
+    """The bytes of one of our string literals (C, SystemTap, bpftrace): plain characters and
+    3-digit octal escapes only; none of ``forbidden`` unescaped (a quote, backslash or newline
+    would end the literal)."""
+    assert literal[0] == literal[-1] == '"'
+    body, out, i = literal[1:-1], bytearray(), 0
+    while i < len(body):
+        if body[i] == "\\":
+            assert re.fullmatch(r"[0-7]{3}", body[i + 1:i + 4]), body
+            out.append(int(body[i + 1:i + 4], 8))
+            i += 4
+        else:
+            assert body[i] not in forbidden, f"unescaped {body[i]!r} in {literal}"
+            out.append(ord(body[i]))
+            i += 1
+    return bytes(out)
 
 
 def require(condition: bool, how: str) -> None:

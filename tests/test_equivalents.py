@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import decode_octal_literal
 from kprobegen.equivalents import (
     Script,
     bpftrace_string,
@@ -99,20 +100,9 @@ def spec_of(hooks: str, extra: str = "", source: str = "matrix.yaml"):
 # Escaping (pure functions)
 
 
-def decode_octal_literal(literal: str) -> bytes:
-    """The bytes of one of our literals: plain characters and 3-digit octal escapes only."""
-    assert literal[0] == literal[-1] == '"'
-    body, out, i = literal[1:-1], bytearray(), 0
-    while i < len(body):
-        if body[i] == "\\":
-            assert re.fullmatch(r"[0-7]{3}", body[i + 1:i + 4]), body
-            out.append(int(body[i + 1:i + 4], 8))
-            i += 4
-        else:
-            assert body[i] not in '"\\\n%?$@'
-            out.append(ord(body[i]))
-            i += 1
-    return bytes(out)
+def decode_script_literal(literal: str) -> bytes:
+    """The bytes of a SystemTap or bpftrace literal; nothing either tool would expand unescaped."""
+    return decode_octal_literal(literal, '"\\\n%?$@')
 
 
 HOSTILE_COMMS = [
@@ -131,7 +121,7 @@ HOSTILE_COMMS = [
 @pytest.mark.parametrize("value", HOSTILE_COMMS)
 def test_string_literals_round_trip(value):
     for literal in (stap_string(value), bpftrace_string(value)):
-        assert decode_octal_literal(literal) == value.encode()
+        assert decode_script_literal(literal) == value.encode()
 
 
 def test_comment_text_stays_one_inert_line():
@@ -331,7 +321,7 @@ def test_hostile_comm_is_one_inert_string(comm, tree, bpftrace, tmp_path):
     assert bt_programs == sorted(["BEGIN", "END", "kprobe:ksys_sync"])
     # The literal each tool compares comm with holds exactly the spec's bytes.
     literal = re.search(r'execname\(\) == ("[^"]*")', stap.text).group(1)
-    assert decode_octal_literal(literal) == expected
+    assert decode_script_literal(literal) == expected
     p1 = subprocess.run(["stap", "-p1", "-r", str(tree), "-"], input=stap.text, capture_output=True, text=True, timeout=120)
     assert p1.returncode == 0 and literal in p1.stdout, "stap's parser read the literal as one token"
     assert expected in bpftrace_ast_strings(bt.text)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from conftest import decode_octal_literal
 from kprobegen.errors import RenderError
 from kprobegen.render import c_comment, c_int, c_string, render, render_files, tidy_c
 from kprobegen.spec import S64_MIN, load_spec, parse_spec
@@ -15,26 +16,10 @@ MODULES = __import__("pathlib").Path(__file__).resolve().parent.parent / "module
 REGENERATE = "for f in modules/*.yaml; do kprobegen render $f -o modules/$(basename $f .yaml); done"
 
 
-def decode_c_string(literal: str) -> bytes:
-    """The bytes a C compiler makes of one of our literals (plain chars and \\ooo escapes only)."""
-    assert literal[0] == literal[-1] == '"'
-    body, out, i = literal[1:-1], bytearray(), 0
-    while i < len(body):
-        if body[i] == "\\":
-            assert re.fullmatch(r"[0-7]{3}", body[i + 1:i + 4]), body
-            out.append(int(body[i + 1:i + 4], 8))
-            i += 4
-        else:
-            assert body[i] not in '"\\\n', "an unescaped quote, backslash or newline would end the literal"
-            out.append(ord(body[i]))
-            i += 1
-    return bytes(out)
-
-
 @pytest.mark.parametrize("value", [b"cat", b'a"b', b"\\", b"x\ny", b"\x00\xff", b"??=", b"*/", "caf\u00e9".encode(), b"%s%n"])
 def test_c_string_round_trips_every_byte(value):
     literal = c_string(value)
-    assert decode_c_string(literal) == value
+    assert decode_octal_literal(literal) == value
     assert "?" not in literal, "no trigraphs"
     assert "%" not in literal, "no format directives"
 
@@ -97,8 +82,8 @@ def hostile_spec():
 def test_hostile_strings_are_inert_in_the_c():
     c = render_files(hostile_spec())["hostile.c"]
     literals = re.findall(r'"(?:[^"\\\n]|\\[0-7]{3})*"', c)
-    assert HOSTILE_COMM.encode() in {decode_c_string(lit) for lit in literals}
-    assert HOSTILE_DESCRIPTION.encode() in {decode_c_string(lit) for lit in literals}
+    assert HOSTILE_COMM.encode() in {decode_octal_literal(lit) for lit in literals}
+    assert HOSTILE_DESCRIPTION.encode() in {decode_octal_literal(lit) for lit in literals}
     # Outside string literals and comments, the payload is nowhere: it cannot have become code.
     code = re.sub(r"/\*.*?\*/", "", c, flags=re.S)
     code = re.sub(r'"(?:[^"\\\n]|\\[0-7]{3})*"', '""', code)
