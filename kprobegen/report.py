@@ -425,17 +425,15 @@ def _kmsg_rest(line: str, rest: str) -> str:
 
 
 def _scan_py(text: str):
-    """``_scan`` in Python.
+    """``_scan`` in Python, for text without CRs (``_scan`` drops them).
 
     C-level work does most of it (split into lines, keep those holding the prefix); then a
     handful of string operations per protocol line. Trailing whitespace stays on ``fields``
-    (``_fields`` strips it); CRs are dropped up front.
+    (``_fields`` strips it).
     """
     per_module: dict[str, list[tuple[int, str, str, int]]] = {}
     unrecognised: dict[str, int] = {}
     bad: dict[str, bool] = {}
-    if "\r" in text:
-        text = text.replace("\r", "")
     hits, nlines = _hit_lines(text)
     appenders: dict[str, object] = {}       # module → its list's append
     get = appenders.get
@@ -564,7 +562,7 @@ def _compatible(inst: dict, run) -> tuple[bool, int]:
     return True, shared
 
 
-def _instances(module: str, recs, problems: list[str]):
+def _instances(module: str, recs):
     """Group a module's records into instances (loads) and drop duplicate lines.
 
     A run joins an earlier instance when none of its SEQs holds different text there:
@@ -1039,7 +1037,7 @@ def _parse_log(text: str | bytes) -> LogParse:
     problems: list[str] = []
     dups = 0
     for module, recs in per_module.items():
-        insts, d = _instances(module, recs, problems)
+        insts, d = _instances(module, recs)
         dups += d
         for inst in insts:
             instances.append(inst)

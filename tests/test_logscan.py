@@ -32,7 +32,7 @@ def c_scan(logscan, text: str):
 
 
 def py_scan(text: str):
-    return report._scan_py(text)
+    return report._scan_py(text.replace("\r", ""))
 
 
 # Pieces of lines that hit every branch of the scanner: prefixes of each log form, kmsg
