@@ -4,7 +4,7 @@
 # qemu VM, load the module, run `sync` three times, and print the exact counts.
 #
 #   ./setup.sh              everything, then the example run
-#   ./setup.sh --no-demo    everything but the example run (what .ci/run uses)
+#   ./setup.sh --no-demo    everything but the example run
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive

@@ -19,12 +19,6 @@ if TYPE_CHECKING:  # spec.py (pydantic) is imported only when a spec must be rea
 Progress = Callable[[str], None]
 
 
-def resolve_kernel(release: str | None):
-    from .kernels import find_kernel
-
-    return find_kernel(release)
-
-
 def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True, progress: Progress | None = None) -> Spec:
     """Load the spec; expand globs and refuse unknown or blacklisted symbols against the kernel's profile.
 
@@ -87,10 +81,11 @@ def run_spec(
     """
     from . import vm
     from .kbuild import build, cached_by_spec, remember_spec
+    from .kernels import find_kernel
     from .report import parse_log
 
     say = progress or (lambda message: None)
-    kernel = resolve_kernel(kernel_release)
+    kernel = find_kernel(kernel_release)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
     built = None
     if isinstance(spec, (str, Path)) and kernel.build_dir is not None:
@@ -114,4 +109,4 @@ def run_spec(
     return SpecRun(None if isinstance(spec, (str, Path)) else spec, built, run, results)
 
 
-__all__ = ["prepare", "run_spec", "SpecRun", "resolve_kernel", "VMError"]
+__all__ = ["prepare", "run_spec", "SpecRun", "VMError"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import gzip
-import inspect
 import os
 import pickle
 import re
@@ -277,11 +276,7 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
             progress(f"capturing the kernel profile of {kernel.release} (boots it once)")
         from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
 
-        try:
-            takes_progress = "progress" in inspect.signature(capture_profile).parameters
-        except (TypeError, ValueError):
-            takes_progress = False
-        raw = capture_profile(kernel, progress=progress) if takes_progress else capture_profile(kernel)
+        raw = capture_profile(kernel, progress=progress)
         save_raw_profile(kernel.release, raw)
         if progress:
             progress(f"kernel profile of {kernel.release} cached in {pdir}")
