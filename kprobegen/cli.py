@@ -88,10 +88,8 @@ def cmd_render(args) -> int:
 
 
 def _equivalent_warnings(spec) -> list[str]:
-    try:
-        from .equivalents import render_bpftrace, render_stap
-    except ImportError:
-        return []
+    from .equivalents import render_bpftrace, render_stap
+
     return [f"SystemTap: {w}" for w in render_stap(spec).warnings] + [f"bpftrace: {w}" for w in render_bpftrace(spec).warnings]
 
 
@@ -116,7 +114,7 @@ def cmd_bpftrace(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .kbuild import build, cached_by_spec, make_command, remember_spec, resolve_tree, tree_release
+    from .kbuild import make_command, resolve_tree
 
     kernel = _kernel(args) if args.kernel_dir is None else None
     if args.kernel_dir is None and kernel is None:
@@ -127,21 +125,11 @@ def cmd_build(args) -> int:
         tree, _, make_vars = resolve_tree(kernel, args.kernel_dir)
         print(" ".join(make_command(tree, Path(args.output).resolve(), make_vars)))
         return 0
-    check_symbols = kernel is not None and not args.no_symbol_check
-    built = None
-    if not args.no_cache:
-        tree = Path(args.kernel_dir) if args.kernel_dir else (Path(kernel.build_dir) if kernel.build_dir else None)
-        if tree is not None and (tree / "Makefile").is_file():
-            release = kernel.release if kernel else tree_release(tree)
-            built = cached_by_spec(args.spec, args.output, tree, release, check_symbols)
-    if built is None or (args.strict and built.warnings):
-        from .pipeline import prepare
+    from .pipeline import build_spec
 
-        spec = prepare(args.spec, kernel, check_symbols=check_symbols, progress=_progress(args))
-        built = build(spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_cache=not args.no_cache,
-                      strict=args.strict, progress=_progress(args))
-        if not args.no_cache:
-            remember_spec(args.spec, built, check_symbols)
+    built, _ = build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir,
+                          check_symbols=kernel is not None and not args.no_symbol_check,
+                          use_cache=not args.no_cache, strict=args.strict, progress=_progress(args))
     _warn(built.warnings)
     if args.json:
         _print_json({"module": built.name, "ko": str(built.ko), "kernel": built.kernel_release,
@@ -245,13 +233,14 @@ def cmd_kernels_fetch(args) -> int:
     from .kernels import fetch_kernel
 
     kernel = fetch_kernel(args.suite, progress=_progress(args))
+    problem = kernel.build_problem()
     if args.json:
         _print_json({"release": kernel.release, "image": str(kernel.image), "build_dir": str(kernel.build_dir),
-                     "origin": kernel.origin, "build_problem": kernel.build_problem()})
+                     "origin": kernel.origin, "build_problem": problem})
     else:
         print(f"{kernel.release} ({kernel.origin}): image {kernel.image}, headers {kernel.build_dir}")
-        if kernel.build_problem():
-            print(f"note: {kernel.build_problem()}")
+        if problem:
+            print(f"note: {problem}")
     return 0
 
 

@@ -41,6 +41,36 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
     return spec
 
 
+def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, kernel_dir: str | Path | None = None,
+               check_symbols: bool = True, use_cache: bool = True, strict: bool = False,
+               progress: Progress | None = None):
+    """Render and build the spec's module for ``kernel`` or the tree ``kernel_dir``: (the
+    kbuild.BuiltModule, the prepared Spec or None when the build came from the cache).
+
+    A spec file built unchanged for this tree before is served by its bytes, without reading
+    the YAML or the templates (``kbuild.cached_by_spec``); with ``strict``, a cached build
+    that had warnings is built again so that they fail it.
+    """
+    from .kbuild import build, cached_by_spec, remember_spec, tree_release
+
+    say = progress or (lambda message: None)
+    spec_file = Path(spec) if isinstance(spec, (str, Path)) else None
+    if use_cache and spec_file is not None:
+        tree = Path(kernel_dir) if kernel_dir else (Path(kernel.build_dir) if kernel and kernel.build_dir else None)
+        if tree is not None and (tree / "Makefile").is_file():
+            release = kernel.release if kernel else tree_release(tree)
+            built = cached_by_spec(spec_file, out_dir, tree, release, check_symbols)
+            if built is not None and not (strict and built.warnings):
+                say(f"cached build of {built.name} for {release}")
+                return built, None
+    spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say)
+    built = build(spec, out_dir, kernel=kernel, kernel_dir=kernel_dir, use_cache=use_cache, strict=strict,
+                  progress=say)
+    if use_cache and spec_file is not None:
+        remember_spec(spec_file, built, check_symbols)
+    return built, spec
+
+
 @dataclass
 class SpecRun:
     """One spec run in a VM: the build, the VM run, and the parsed results."""
@@ -80,25 +110,13 @@ def run_spec(
     fails (the kernel's reason included; nothing stays loaded: the VM is gone).
     """
     from . import vm
-    from .kbuild import build, cached_by_spec, remember_spec
     from .kernels import find_kernel
     from .report import parse_log
 
     say = progress or (lambda message: None)
     kernel = find_kernel(kernel_release)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
-    built = None
-    if isinstance(spec, (str, Path)) and kernel.build_dir is not None:
-        # An unchanged spec file built (and its symbols checked) for this kernel before.
-        built = cached_by_spec(Path(spec), out, Path(kernel.build_dir), kernel.release, check_symbols)
-        if built is not None:
-            say(f"cached build of {built.name} for {kernel.release}")
-    if built is None:
-        spec_file = Path(spec) if isinstance(spec, (str, Path)) else None
-        spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say)
-        built = build(spec, out, kernel=kernel, progress=say)
-        if spec_file is not None:
-            remember_spec(spec_file, built, check_symbols)
+    built, prepared = build_spec(spec, out, kernel=kernel, check_symbols=check_symbols, progress=say)
     run = vm.run(kernel, [built.ko], list(cmd), add=list(add), timeout=timeout, accel=accel,
                  oracles=list(oracles), progress=say)
     run.raise_for_status()
@@ -106,7 +124,7 @@ def run_spec(
         if load.insmod_rc != 0:
             raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.reason or 'no reason given'}")
     results = parse_log(run.kernel_log).results(module=built.name)
-    return SpecRun(None if isinstance(spec, (str, Path)) else spec, built, run, results)
+    return SpecRun(prepared, built, run, results)
 
 
-__all__ = ["prepare", "run_spec", "SpecRun", "VMError"]
+__all__ = ["prepare", "build_spec", "run_spec", "SpecRun", "VMError"]
