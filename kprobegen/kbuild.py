@@ -91,10 +91,10 @@ def resolve_tree(kernel=None, kernel_dir: str | Path | None = None) -> tuple[Pat
         kernel = find_kernel(None)
     if kernel.build_dir is None or not (Path(kernel.build_dir) / "Makefile").is_file():
         raise missing_tree_error(Path(kernel.build_dir or f"/lib/modules/{kernel.release}/build"), kernel.release)
-    problem = kernel.build_problem()
+    problem, make_vars = kernel.plan()
     if problem:
         raise BuildError(f"cannot build for {kernel.release}: {problem}")
-    return Path(kernel.build_dir), kernel.release, dict(kernel.make_vars())
+    return Path(kernel.build_dir), kernel.release, dict(make_vars)
 
 
 def _cache_root() -> Path:

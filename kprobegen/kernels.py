@@ -80,9 +80,11 @@ class Kernel:
                 return parse_config(path.read_text(errors="replace"))
         return {}
 
-    def compiler(self) -> tuple[str, int | None]:
-        """(CONFIG_CC_VERSION_TEXT, gcc major version) the tree was configured with."""
-        cfg = self.tree_config()
+    def compiler(self, cfg: dict[str, str] | None = None) -> tuple[str, int | None]:
+        """(CONFIG_CC_VERSION_TEXT, gcc major version) the tree was configured with.
+        ``cfg`` is the tree_config() already read, if the caller has it."""
+        if cfg is None:
+            cfg = self.tree_config()
         text = cfg.get("CONFIG_CC_VERSION_TEXT", "")
         major: int | None = None
         if cfg.get("CONFIG_CC_IS_GCC") == "y" or text.startswith("gcc"):
@@ -94,8 +96,9 @@ class Kernel:
                 major = int(m.group(1)) if m else None
         return text, major
 
-    def _plan(self) -> tuple[str | None, dict[str, str]]:
-        """(problem, make variables). One place decides both, so they never disagree."""
+    def plan(self) -> tuple[str | None, dict[str, str]]:
+        """(build_problem(), make_vars()) in one pass over the tree's config and the PATH.
+        One place decides both, so they never disagree."""
         if self.build_dir is None:
             if self.origin == "installed":
                 return f"no kernel headers for {self.release}: {installed_headers_hint(self.release)}", {}
@@ -108,7 +111,7 @@ class Kernel:
         if shutil.which("make") is None:
             return "`make` is not installed: apt-get install make", {}
         cfg = self.tree_config()
-        text, major = self.compiler()
+        text, major = self.compiler(cfg)
         make_vars: dict[str, str] = {}
         if cfg.get("CONFIG_CC_IS_CLANG") == "y":
             if shutil.which("clang") is None:
@@ -140,12 +143,12 @@ class Kernel:
     def build_problem(self) -> str | None:
         """None when this machine can build modules for this kernel; else a one-line reason
         and what to do."""
-        return self._plan()[0]
+        return self.plan()[0]
 
     def make_vars(self) -> dict[str, str]:
         """Extra make variables for Kbuild (e.g. {"CC": "gcc-12"} for bullseye's 5.10 tree,
         whose headers ask for the absent gcc-10); {} when none are needed."""
-        return self._plan()[1]
+        return self.plan()[1]
 
 
 def installed_headers_hint(release: str) -> str:
