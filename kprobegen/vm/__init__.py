@@ -10,7 +10,6 @@ See docs/vm.md.
 """
 
 from kprobegen.vm.runner import (
-    DEFAULT_RELEASE,
     ModuleLoad,
     Oracle,
     Run,
@@ -21,6 +20,5 @@ from kprobegen.vm.runner import (
 )
 
 __all__ = [
-    "DEFAULT_RELEASE", "ModuleLoad", "Oracle", "Run", "capture_profile", "modinfo",
-    "resolve_kernel", "run",
+    "ModuleLoad", "Oracle", "Run", "capture_profile", "modinfo", "resolve_kernel", "run",
 ]

@@ -40,17 +40,14 @@ from typing import Callable
 
 from kprobegen import templates_dir
 from kprobegen.errors import LoadError, VMError
+from kprobegen.kernels import find_kernel
 from kprobegen.vm import qemu as _qemu
 from kprobegen.vm.image import boot_image
 from kprobegen.vm.initramfs import Initramfs
 
 __all__ = [
-    "Oracle", "ModuleLoad", "Run", "run", "capture_profile", "resolve_kernel",
-    "DEFAULT_RELEASE", "render_init",
+    "Oracle", "ModuleLoad", "Run", "run", "capture_profile", "resolve_kernel", "render_init",
 ]
-
-#: The kernel used when kprobegen.kernels is not importable (Debian 12's cloud kernel).
-DEFAULT_RELEASE = "6.1.0-56-cloud-amd64"
 
 # Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
 _TEMPLATES = templates_dir()
@@ -142,38 +139,9 @@ class Run:
 
 # -- kernels -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _FallbackKernel:
-    release: str
-    image: Path
-    build_dir: Path | None
-    origin: str = "installed"
-    config: Path | None = None
-
-
 def resolve_kernel(kernel=None):
     """A Kernel (kprobegen.kernels) from a Kernel, a release string or None (the default)."""
-    if kernel is not None and not isinstance(kernel, str):
-        return kernel
-    try:
-        from kprobegen.kernels import find_kernel  # written by another helper
-    except ImportError:
-        find_kernel = None
-    if find_kernel is not None:
-        return find_kernel(kernel)
-    release = kernel or DEFAULT_RELEASE
-    image = Path(f"/boot/vmlinuz-{release}")
-    if not image.is_file():
-        from kprobegen.errors import KernelError
-
-        raise KernelError(
-            f"kernel image {image} not found: install linux-image-cloud-amd64 "
-            "(apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64)"
-        )
-    build = Path(f"/lib/modules/{release}/build")
-    cfg = Path(f"/boot/config-{release}")
-    return _FallbackKernel(release, image, build if build.is_dir() else None,
-                           config=cfg if cfg.is_file() else None)
+    return kernel if kernel is not None and not isinstance(kernel, str) else find_kernel(kernel)
 
 
 # -- modules -----------------------------------------------------------------------------
