@@ -126,9 +126,6 @@ def _render(template: str, context: dict) -> str:
 # --------------------------------------------------------------------------------------------
 # What each hook needs, independent of the tool.
 
-_ARGS = tuple(f"arg{i}" for i in range(6))
-
-
 
 def _print_plan(p, latency: str, retval: str, arg) -> dict:
     """The rate-limited event line of a hook, as one tool spells its values: the protocol's
@@ -136,17 +133,6 @@ def _print_plan(p, latency: str, retval: str, arg) -> dict:
     fields = [("latency_ns", latency) if f == "latency" else (f, retval if f == "retval" else arg(f))
               for f in p.fields]
     return {"burst": p.burst, "interval_ns": p.interval_ms * 1_000_000, "fields": fields}
-
-def _entry_args(hook: Hook) -> list[str]:
-    """Arguments a kretprobe must carry from entry to return (C: kretprobe instance data)."""
-    used = set()
-    if hook.count_by in _ARGS:
-        used.add(hook.count_by)
-    if hook.histogram is not None and hook.histogram.of in _ARGS:
-        used.add(hook.histogram.of)
-    if hook.print is not None:
-        used.update(f for f in hook.print.fields if f in _ARGS)
-    return [a for a in _ARGS if a in used]
 
 
 def _header_lines(spec: Spec, tool: str) -> list[str]:
@@ -396,7 +382,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
         if f.comm is not None:
             task.append(f"comm == {bpftrace_string(f.comm_bytes)}")
     comps = hook.comparisons
-    entry_args = _entry_args(hook) if kret else []
+    entry_args = hook.entry_args
 
     def raw(name: str) -> str:
         """argN / retval as a signed 64-bit value, narrowed first as hooks[].types asks."""
@@ -415,7 +401,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     # depth, @N__entry[tid, depth] the entry time of a call that passed the filter (0 if it
     # did not). The return pops the frame, so nested and recursive calls pair up the way
     # kretprobe instances do in C, and a filtered-out call is never counted at its return.
-    needs_entry = kret and bool(task or arg_conds or entry_args or hook.measures_latency)
+    needs_entry = hook.needs_entry
     h["needs_entry"] = needs_entry
     h["entry_conds"] = task + arg_conds if needs_entry else []
     h["entry_args"] = entry_args

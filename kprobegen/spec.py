@@ -247,6 +247,40 @@ class Hook(_Model):
         )
 
     @property
+    def entry_args(self) -> list[str]:
+        """Arguments a kretprobe carries from entry to return (C: kretprobe instance data), in
+        argument order; none for a kprobe, which reads them where it counts."""
+        if not self.is_kretprobe:
+            return []
+        used = set()
+        if self.count_by in ARGS:
+            used.add(self.count_by)
+        if self.histogram is not None and self.histogram.of in ARGS:
+            used.add(self.histogram.of)
+        if self.print is not None:
+            used.update(f for f in self.print.fields if f in ARGS)
+        return [a for a in ARGS if a in used]
+
+    @property
+    def entry_filter(self) -> bool:
+        """Does the filter test anything at function entry (the task or an argument)?"""
+        f = self.filter
+        if f is None:
+            return False
+        return (f.pid is not None or f.tgid is not None or f.comm is not None
+                or any(name != "retval" for name in self.comparisons))
+
+    @property
+    def needs_data(self) -> bool:
+        """Does a kretprobe keep per-call data (arguments, entry time) from entry to return?"""
+        return self.is_kretprobe and bool(self.entry_args or self.measures_latency)
+
+    @property
+    def needs_entry(self) -> bool:
+        """Does a kretprobe need an entry handler (to filter at entry or to keep per-call data)?"""
+        return self.is_kretprobe and (self.entry_filter or self.needs_data)
+
+    @property
     def comparisons(self) -> dict[str, tuple[Comparison, ...]]:
         return self.filter.comparisons() if self.filter else {}
 
