@@ -103,13 +103,17 @@ def _cache_root() -> Path:
     return cache_dir() / "builds"
 
 
+def _tree_stamp(tree: Path) -> bytes:
+    """The mtime of the tree's generated config (b"" without one): a tree reinstalled in place
+    under the same release changes it."""
+    autoconf = tree / "include" / "generated" / "autoconf.h"
+    return str(autoconf.stat().st_mtime_ns).encode() if autoconf.exists() else b""
+
+
 def cache_key(files: dict[str, str], kernel_dir: Path, release: str, make_vars: dict[str, str]) -> str:
     digest = hashlib.sha256()
     digest.update(f"kprobegen {__version__}\0{kernel_dir.resolve()}\0{release}\0".encode())
-    # A tree reinstalled in place under the same release changes its generated config.
-    autoconf = kernel_dir / "include" / "generated" / "autoconf.h"
-    if autoconf.exists():
-        digest.update(str(autoconf.stat().st_mtime_ns).encode())
+    digest.update(_tree_stamp(kernel_dir))
     for key, value in sorted(make_vars.items()):
         digest.update(f"{key}={value}\0".encode())
     for name in sorted(files):
@@ -226,9 +230,7 @@ def _spec_key(spec_file: Path, tree: Path, release: str, symbols_checked: bool) 
     except OSError:
         return None
     digest = hashlib.sha256(f"kprobegen {__version__}\0{spec_file.name}\0{tree.resolve()}\0{release}\0".encode())
-    autoconf = tree / "include" / "generated" / "autoconf.h"
-    if autoconf.exists():
-        digest.update(str(autoconf.stat().st_mtime_ns).encode())
+    digest.update(_tree_stamp(tree))
     # The templates too: an edited template must not be served from an old rendering.
     for template in sorted(templates_dir().glob("*.j2")):
         stat = template.stat()
