@@ -110,13 +110,19 @@ def _tree_stamp(tree: Path) -> bytes:
     return str(autoconf.stat().st_mtime_ns).encode() if autoconf.exists() else b""
 
 
+def _read_by_kbuild(name: str) -> bool:
+    return name in ("Makefile", "Kbuild") or name.endswith((".c", ".h"))
+
+
 def cache_key(files: dict[str, str], kernel_dir: Path, release: str, make_vars: dict[str, str]) -> str:
     digest = hashlib.sha256()
     digest.update(f"kprobegen {__version__}\0{kernel_dir.resolve()}\0{release}\0".encode())
     digest.update(_tree_stamp(kernel_dir))
     for key, value in sorted(make_vars.items()):
         digest.update(f"{key}={value}\0".encode())
-    for name in sorted(files):
+    # Only what Kbuild reads: the .stp and .bt beside the module are rewritten from the fresh
+    # rendering on a cache hit, so a change to their templates needs no rebuild.
+    for name in sorted(n for n in files if _read_by_kbuild(n)):
         digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
     return digest.hexdigest()[:32]
 
