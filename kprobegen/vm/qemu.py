@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobegen.errors import VMError
+from kprobegen.kernels import cache_dir
 
 QEMU = "qemu-system-x86_64"
 
@@ -183,19 +184,6 @@ class QemuProcess:
 
 
 # -- KVM verdict cache -------------------------------------------------------------------
-
-def cache_dir() -> Path:
-    """kprobegen's cache ($KPROBEGEN_CACHE, else $XDG_CACHE_HOME/kprobegen, else ~/.cache/kprobegen)."""
-    try:
-        from kprobegen.kernels import cache_dir as kernels_cache_dir
-    except ImportError:  # pragma: no cover - kernels.py is part of the package
-        base = os.environ.get("KPROBEGEN_CACHE")
-        if base:
-            return Path(base)
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        return Path(xdg) / "kprobegen"
-    return kernels_cache_dir()
-
 
 def _boot_id() -> str:
     try:

@@ -40,7 +40,7 @@ from typing import Callable
 
 from kprobegen import templates_dir
 from kprobegen.errors import LoadError, VMError
-from kprobegen.kernels import find_kernel
+from kprobegen.kernels import cache_dir, find_kernel
 from kprobegen.vm import qemu as _qemu
 from kprobegen.vm.image import boot_image
 from kprobegen.vm.initramfs import Initramfs
@@ -417,7 +417,7 @@ def _meaningful_line(tail: str) -> str:
 
 
 def _new_workdir() -> Path:
-    base = _qemu.cache_dir() / "vm" / "runs"
+    base = cache_dir() / "vm" / "runs"
     try:
         base.mkdir(parents=True, exist_ok=True)
         # runs whose Python process was killed leave their directory behind: prune old ones
