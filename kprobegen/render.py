@@ -117,21 +117,24 @@ def tidy_c(text: str) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def render_files(spec: Spec) -> dict[str, str]:
-    """File name → content, for everything generated from one spec. Deterministic."""
+def render_c_files(spec: Spec) -> dict[str, str]:
+    """File name → content for the kernel module alone: ``<module>.c`` and its ``Makefile``."""
     env = environment()
     context = _context(spec)
     try:
-        files = {
+        return {
             f"{spec.module}.c": tidy_c(env.get_template("module.c.j2").render(context)),
             "Makefile": env.get_template("Makefile.j2").render(context),
         }
     except jinja2.TemplateError as exc:
         raise RenderError(f"rendering {spec.source} failed in the templates (a kprobegen bug): {exc}") from exc
-    try:
-        from .equivalents import render_bpftrace, render_stap
-    except ImportError:  # issue 5 lands the SystemTap/bpftrace equivalents
-        return files
+
+
+def render_files(spec: Spec) -> dict[str, str]:
+    """File name → content, for everything generated from one spec. Deterministic."""
+    from .equivalents import render_bpftrace, render_stap  # equivalents imports this module
+
+    files = render_c_files(spec)
     files[f"{spec.module}.stp"] = render_stap(spec).text
     files[f"{spec.module}.bt"] = render_bpftrace(spec).text
     return files
@@ -139,7 +142,7 @@ def render_files(spec: Spec) -> dict[str, str]:
 
 def render_c(spec: Spec) -> str:
     """Just the module's C source (``kprobegen render --emit-c``)."""
-    return render_files(spec)[f"{spec.module}.c"]
+    return render_c_files(spec)[f"{spec.module}.c"]
 
 
 def write_files(files: dict[str, str], out_dir: str | Path) -> list[Path]:
