@@ -130,27 +130,36 @@ def cache_key(files: dict[str, str], kernel_dir: Path, release: str, make_vars: 
 _DIAGNOSTIC = re.compile(r"^(?P<file>[^:\s]+\.c):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<kind>error|warning|fatal error): (?P<msg>.*)$")
 
 
-def _hook_at(c_source: str, line: int) -> str | None:
-    """The hook whose generated code holds this line (sections start with " * Hook NAME:")."""
+_HOOK_SECTION = re.compile(r"^ \* Hook (\w+): ")
+
+
+def _hooks_by_line(c_source: str) -> list[str | None]:
+    """[n] is the hook whose generated code holds line n (sections start with " * Hook NAME:",
+    the report section ends them); [0] is None."""
+    hooks: list[str | None] = [None]
     hook = None
-    for number, text in enumerate(c_source.splitlines()[:line], 1):
-        match = re.match(r"^ \* Hook (\w+): ", text)
+    for text in c_source.splitlines():
+        match = _HOOK_SECTION.match(text)
         if match:
             hook = match.group(1)
         elif text.startswith("/* ---") and "report" in text:
             hook = None
-    return hook
+        hooks.append(hook)
+    return hooks
 
 
 def explain_compiler_output(output: str, c_source: str, spec: "Spec") -> list[str]:
     """Compiler diagnostics, each tagged with the hook whose code it is in."""
     index = {h.hook_name: i for i, h in enumerate(spec.hooks)}
+    hooks: list[str | None] | None = None  # scanned at the first diagnostic
     lines = []
     for text in output.splitlines():
         match = _DIAGNOSTIC.match(text.strip())
         if not match:
             continue
-        hook = _hook_at(c_source, int(match["line"]))
+        if hooks is None:
+            hooks = _hooks_by_line(c_source)
+        hook = hooks[min(int(match["line"]), len(hooks) - 1)]
         where = f" [hook {hook}, spec hooks[{index[hook]}] symbol {spec.hooks[index[hook]].symbol}]" if hook in index else ""
         lines.append(f"{Path(match['file']).name}:{match['line']}: {match['kind']}: {match['msg']}{where}")
     return lines
