@@ -15,7 +15,6 @@ later reaches C is constrained here; render.py escapes it again on the way out.
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +68,6 @@ class Comparison:
     op: str
     value: int
 
-    @property
-    def c_op(self) -> str:
-        return self.op
-
     def __str__(self) -> str:
         return f"{self.op} {self.value}"
 
@@ -94,8 +89,6 @@ def _parse_comparisons(value: Any) -> tuple[Comparison, ...]:
         raise ValueError("an empty list compares nothing; remove the key or give a comparison")
     out = []
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise ValueError(f'expected an integer or "OP N" (e.g. ">= 4096"), got {item!r}')
         if isinstance(item, int):
             op, number = "==", item
         else:
@@ -162,15 +155,11 @@ class Filter(_Model):
     def comm_bytes(self) -> bytes | None:
         return None if self.comm is None else self.comm.encode()
 
-    @property
-    def needs_return(self) -> bool:
-        return self.retval is not None
-
 
 class Histogram(_Model):
     """A distribution of one value per hit, in per-CPU buckets."""
 
-    of: Literal["latency", "retval", "arg0", "arg1", "arg2", "arg3", "arg4", "arg5"] = Field(
+    of: Literal[HIST_OF] = Field(
         description="latency (ns, kretprobe), retval (kretprobe) or an argument."
     )
     scale: Literal["log2", "linear"] = "log2"
@@ -206,7 +195,7 @@ class Hook(_Model):
     symbol: SymbolPattern = Field(description="A kernel function, or a glob such as vfs_* expanded against the kernel.")
     offset: Annotated[int, Field(ge=0, le=65535)] | None = Field(default=None, description="kprobe only: bytes into the function.")
     filter: Filter | None = None
-    count_by: Literal["comm", "pid", "tgid", "cpu", "arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "retval"] | None = None
+    count_by: Literal[COUNT_BY] | None = None
     histogram: Histogram | None = None
     print: Print | None = None
     types: dict[ValueName, ValueType] | None = Field(
@@ -346,9 +335,8 @@ class Spec(_Model):
                 base = Hook.model_validate({**hook.model_dump(exclude_none=True), "symbol": symbol, "name": None})
                 name = f"{hook.name}__{base.hook_name}" if hook.name else base.hook_name
                 hooks.append(base.model_copy(update={"name": name[:HOOK_NAME_MAX]}))
-        expanded = self.model_copy(update={"hooks": hooks})
-        expanded._source = self._source
-        _check_semantics(expanded, {}, self._source)
+        expanded = self.model_copy(update={"hooks": hooks})  # keeps _source
+        _check_semantics(expanded, self._source)
         return expanded
 
 
@@ -517,7 +505,7 @@ def _describe_error(err: dict, located: _Located) -> SpecError:
     return located.error(loc, f"{message} (got {value!r})" if kind != "value_error" else message)
 
 
-def _check_semantics(spec: Spec, data: Any, source: str, located: _Located | None = None) -> None:
+def _check_semantics(spec: Spec, source: str, located: _Located | None = None) -> None:
     located = located or _Located(source)
     seen: dict[str, int] = {}
     for i, hook in enumerate(spec.hooks):
@@ -585,7 +573,7 @@ def parse_spec(text: str, source: str = "<string>") -> Spec:
             first = SpecError(f"{first} (and {len(others)} more problem{'s' if len(others) > 1 else ''})")
         raise first from None
     spec._source = source
-    _check_semantics(spec, data, source, located)
+    _check_semantics(spec, source, located)
     return spec
 
 
@@ -609,7 +597,3 @@ def json_schema() -> dict:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "kprobegen hook spec"
     return schema
-
-
-def matches(pattern: str, symbol: str) -> bool:
-    return fnmatch.fnmatchcase(symbol, pattern)
