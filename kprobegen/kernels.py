@@ -289,6 +289,11 @@ def _fetched_for_suite(suite: str, kernels: Iterable[Kernel] | None = None) -> K
     return cands[0] if cands else None
 
 
+def _installed_cloud_kernel(kernels: Iterable[Kernel]) -> Kernel | None:
+    """The first installed *-cloud-amd64 kernel (list_kernels() puts the newest first)."""
+    return next((k for k in kernels if k.origin == "installed" and k.release.endswith("-cloud-amd64")), None)
+
+
 def find_kernel(release: str | None = None) -> Kernel:
     """The kernel named by `release` (a release such as 6.1.0-56-cloud-amd64, or a suite name
     such as "bullseye" for that suite's fetched kernel; the machine's own suite falls back to
@@ -296,10 +301,7 @@ def find_kernel(release: str | None = None) -> Kernel:
     kernel, else a fetched bookworm kernel."""
     kernels = list_kernels()
     if release is None:
-        for k in kernels:
-            if k.origin == "installed" and k.release.endswith("-cloud-amd64"):
-                return k
-        k = _fetched_for_suite("bookworm", kernels)
+        k = _installed_cloud_kernel(kernels) or _fetched_for_suite("bookworm", kernels)
         if k is not None:
             return k
         raise KernelError(
@@ -315,9 +317,9 @@ def find_kernel(release: str | None = None) -> Kernel:
             return k
         if release == _os_codename() and _is_debian():
             # this machine's own suite: its installed cloud kernel is that suite's kernel
-            for k in kernels:
-                if k.origin == "installed" and k.release.endswith("-cloud-amd64"):
-                    return k
+            k = _installed_cloud_kernel(kernels)
+            if k is not None:
+                return k
         raise KernelError(f"no kernel fetched for suite {release}: run `kprobegen kernels fetch {release}`")
     known = ", ".join(f"{k.release} ({k.origin})" for k in kernels) or "none"
     raise KernelError(
