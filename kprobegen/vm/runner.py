@@ -464,6 +464,31 @@ def _base_initramfs() -> Initramfs:
     return ir
 
 
+def _boot_init(kernel, init: dict, *, mods=(), add=(), keep_workdir: bool = False,
+               **boot) -> tuple[_Session, float]:
+    """Render /init from ``init`` (with a fresh nonce), write the initramfs (busybox, /init,
+    ``mods`` as (name, path), ``add`` as (host, guest)) to a new workdir and _boot it with
+    ``boot``; the workdir goes afterwards unless kept. The session, and when the initramfs
+    was written (time.monotonic())."""
+    nonce = secrets.token_hex(8)
+    script = render_init(nonce=nonce, **init)
+    workdir = _new_workdir()
+    try:
+        ir = _base_initramfs()
+        ir.file("/init", script.encode(), 0o755)
+        for name, p in mods:
+            ir.copy(p, f"/kpg/mod/{name}.ko", 0o644)
+        for host, guest in add:
+            _add_tree(ir, Path(host), _guest_path(guest))
+        initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
+        t_written = time.monotonic()
+        s = _boot(kernel, initrd, workdir, nonce, **boot)
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return s, t_written
+
+
 # -- the public entry points -------------------------------------------------------------
 
 def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, str]] = (),
@@ -496,28 +521,12 @@ def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, st
             raise LoadError(f"two modules named {name} ({p}): a kernel loads a name only once")
         mods.append((name, p))
     odefs = _oracle_defs(oracles)
-    nonce = secrets.token_hex(8)
     cmd = list(cmd)
-    script = render_init(
-        nonce=nonce, profile=False, oracles=odefs, module_names=[m[0] for m in mods],
-        cmd=shlex.join(cmd) if cmd else "true", log_forms=log_forms,
-    )
-    workdir = _new_workdir()
-    try:
-        ir = _base_initramfs()
-        ir.file("/init", script.encode(), 0o755)
-        for name, p in mods:
-            ir.copy(p, f"/kpg/mod/{name}.ko", 0o644)
-        for host, guest in add:
-            _add_tree(ir, Path(host), _guest_path(guest))
-        initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
-        t_ir = time.monotonic() - t0
-        s = _boot(kernel, initrd, workdir, nonce, timeout=timeout, accel=accel,
-                  progress=progress, memory_mb=memory_mb)
-    finally:
-        if not keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return _assemble(s, mods, odefs, t0, t_ir)
+    init = dict(profile=False, oracles=odefs, module_names=[m[0] for m in mods],
+                cmd=shlex.join(cmd) if cmd else "true", log_forms=log_forms)
+    s, t_written = _boot_init(kernel, init, mods=mods, add=add, keep_workdir=keep_workdir,
+                              timeout=timeout, accel=accel, progress=progress, memory_mb=memory_mb)
+    return _assemble(s, mods, odefs, t0, t_written - t0)
 
 
 def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
@@ -590,17 +599,8 @@ def capture_profile(kernel=None, timeout: float = 180.0, *, accel: str = "auto",
      "config": /proc/config.gz decompressed, or b"" when the kernel has no IKCONFIG}
     """
     kernel = resolve_kernel(kernel)
-    nonce = secrets.token_hex(8)
-    script = render_init(nonce=nonce, profile=True, oracles=[], module_names=[], cmd="true",
-                         log_forms=False)
-    workdir = _new_workdir()
-    try:
-        ir = _base_initramfs()
-        ir.file("/init", script.encode(), 0o755)
-        initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
-        s = _boot(kernel, initrd, workdir, nonce, timeout=timeout, accel=accel, progress=progress)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    init = dict(profile=True, oracles=[], module_names=[], cmd="true", log_forms=False)
+    s, _ = _boot_init(kernel, init, timeout=timeout, accel=accel, progress=progress)
     missing = [k for k in ("kallsyms", "blacklist", "config") if k not in s.blobs]
     if s.status != "ok" or missing:
         tail = _console_lines(s.console)[-5:]
