@@ -74,12 +74,12 @@ def cmd_check(args) -> int:
 
 def cmd_render(args) -> int:
     from .pipeline import prepare
-    from .render import render, render_files
+    from .render import render, render_c
 
     kernel = _kernel(args)
     spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args))
     if args.emit_c or not args.output:
-        sys.stdout.write(render_files(spec)[f"{spec.module}.c"])
+        sys.stdout.write(render_c(spec))
         return 0
     _warn(_equivalent_warnings(spec))
     for path in render(spec, args.output):
