@@ -166,14 +166,19 @@ class Profile:
 # Parsing
 
 
+def _raw_bytes(data: bytes | str) -> bytes:
+    """A raw text's bytes: a str encoded, gzip-compressed bytes decompressed."""
+    if isinstance(data, str):
+        return data.encode()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
 def _text(data: bytes | str | None) -> str:
     if data is None:
         return ""
     if isinstance(data, str):
         return data
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return data.decode("utf-8", errors="replace")
+    return _raw_bytes(data).decode("utf-8", errors="replace")
 
 
 def parse_kallsyms(text: str):
@@ -343,11 +348,7 @@ def save_raw_profile(release: str, raw: Mapping[str, bytes | str]) -> Path:
             data = raw.get(name)
             if data is None:
                 continue
-            if isinstance(data, str):
-                data = data.encode()
-            if data[:2] == b"\x1f\x8b":
-                data = gzip.decompress(data)
-            (tmp / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+            (tmp / f"{name}.gz").write_bytes(gzip.compress(_raw_bytes(data), compresslevel=6, mtime=0))
         if not (tmp / "kallsyms.gz").is_file():
             raise KernelError(f"the captured profile of {release} has no kallsyms")
         if pdir.exists():
