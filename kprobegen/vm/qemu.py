@@ -40,7 +40,7 @@ def find_qemu() -> str:
     return path
 
 
-def kernel_cmdline(extra: list[str] = ()) -> str:
+def kernel_cmdline() -> str:
     return " ".join(
         [
             "console=ttyS0",      # the kernel console on the first serial port
@@ -54,7 +54,6 @@ def kernel_cmdline(extra: list[str] = ()) -> str:
             "mitigations=off",    # a disposable VM: no need to pay for them
             "i8042.noaux",        # no PS/2 mouse probing
             "8250.nr_uarts=2",    # only ttyS0 and ttyS1 exist
-            *extra,
         ]
     )
 
@@ -67,7 +66,6 @@ def qemu_argv(
     data_log: Path,
     accel: str,
     memory_mb: int = 512,
-    cmdline_extra: list[str] = (),
 ) -> list[str]:
     """The whole qemu command line, one commented list (drgn's vmtest style)."""
     if accel not in ("kvm", "tcg"):
@@ -94,7 +92,7 @@ def qemu_argv(
         "-m", str(memory_mb),
         "-kernel", str(kernel_image),
         "-initrd", str(initrd),
-        "-append", kernel_cmdline(list(cmdline_extra)),
+        "-append", kernel_cmdline(),
         # ttyS0: kernel console, to a file (its tail is shown for failed runs).
         "-chardev", f"file,id=console,path={console_log}",
         "-serial", "chardev:console",

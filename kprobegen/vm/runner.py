@@ -271,7 +271,6 @@ class _Session:
     blobs: dict[str, bytes] = field(default_factory=dict)
     blob_errors: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
-    qemu_stderr: str = ""
     kvm_probe: float | None = None
 
 
@@ -285,19 +284,15 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
     auto = accel == "auto"
     t_begin = time.monotonic()
     deadline = t_begin + timeout
-    s = _Session()
     kvm_probe: float | None = None
     image = boot_image(kernel)
     for acc in plan:
         s = _Session(accel=acc)
+        console, data = workdir / f"console-{acc}.log", workdir / f"data-{acc}.log"
         q = _qemu.QemuProcess(
-            argv=_qemu.qemu_argv(kernel_image=image, initrd=initrd,
-                                 console_log=workdir / f"console-{acc}.log",
-                                 data_log=workdir / f"data-{acc}.log",
-                                 accel=acc, memory_mb=memory_mb),
-            console_log=workdir / f"console-{acc}.log",
-            data_log=workdir / f"data-{acc}.log",
-            stderr_log=workdir / f"qemu-{acc}.log",
+            argv=_qemu.qemu_argv(kernel_image=image, initrd=initrd, console_log=console,
+                                 data_log=data, accel=acc, memory_mb=memory_mb),
+            console_log=console, data_log=data, stderr_log=workdir / f"qemu-{acc}.log",
         )
         s.argv = q.argv
 
@@ -330,7 +325,6 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
         s.blobs, s.blob_errors = _untar(proto.blobs), proto.blob_errors
         if s.status == "ok" and "report" not in proto.blobs and not s.blob_errors:
             s.blob_errors = ["the guest said DONE but sent no report"]
-        s.qemu_stderr = q.stderr_text()
         if not fell_back:
             break
         if progress:
