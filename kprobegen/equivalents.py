@@ -24,14 +24,19 @@ Semantics mirrored from the C module (templates/module.c.j2, docs/report-protoco
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import jinja2
 
 from . import __version__
-from .errors import RenderError
+from .errors import BuildError, RenderError
 from .render import environment
 from .spec import S64_MAX, S64_MIN, Hook, Spec
 
@@ -283,7 +288,7 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
         hist = hook.histogram
         value = {"latency": latency, "retval": returnval}.get(hist.of) or arg(hist.of)
         hd = {"of": hist.of, "scale": hist.scale, "value": value, "unit": "ns" if hist.of == "latency" else "-",
-              "print": f"@hist_log({n}__hist)", "note": ""}
+              "print": f"@hist_log({n}__hist)"}
         if hist.scale == "linear":
             buckets = hist.linear_buckets
             stop = hist.max - hist.step  # stap's last regular bucket is [stop, stop + step)
@@ -371,6 +376,7 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
     symbol = _bt_symbol(hook, warnings)
     h["entry_point"] = f"kprobe:{symbol}" + (f"+{hook.offset}" if hook.offset else "")
     h["return_point"] = f"kretprobe:{symbol}"
+    h["point"] = h["return_point"] if kret else h["entry_point"]  # of a hook without an entry probe
 
     f = hook.filter
     task = []
@@ -481,14 +487,12 @@ def _bt_maps(hooks: list[dict]) -> tuple[dict, list[str]]:
     bpftrace prints every map left at exit, and a cleared map without keys still prints as
     "@x: 0", while a cleared keyed map prints nothing."""
     shared = {
-        "hits": True,
-        "taken": any(h["max_hits"] for h in hooks),
-        "disarmed": any(h["max_hits"] for h in hooks),
+        "disarmed": any(h["max_hits"] for h in hooks),  # with @taken
         "stats": any(h["hist"] for h in hooks),
         "window": any(h["print"] for h in hooks),
     }
     maps = ["@hits"]
-    if shared["taken"]:
+    if shared["disarmed"]:
         maps += ["@taken", "@disarmed"]
     if shared["stats"]:
         maps += ["@stats", "@min", "@max"]
@@ -519,11 +523,6 @@ def stap_tree(kernel=None, dest=None):
     by booting the kernel: kprobegen.symbols.load_profile). Returns the folder
     (default: the kprobegen cache, ``stap-trees/<release>``).
     """
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from .errors import BuildError
     from .kernels import cache_dir, find_kernel
     from .symbols import load_profile
 
@@ -573,27 +572,15 @@ def check_bpftrace(text: str, timeout: float = 300.0) -> bytes:
     kernel). Returns the ELF object; raises BuildError with bpftrace's message on failure.
     Symbol existence is not checked by this (bpftrace only warns "not traceable" when the
     host kernel has no kprobes); stap -p2 checks it against the kernel's System.map."""
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory(prefix="kprobegen-bt-") as tmp:
         out = Path(tmp) / "script.o"
         _run_tool(["bpftrace", "--emit-elf", str(out)], text, ".bt", "bpftrace (--emit-elf)", timeout)
         if not out.is_file():
-            from .errors import BuildError
-
             raise BuildError("bpftrace --emit-elf exited 0 but wrote no ELF object")
         return out.read_bytes()
 
 
 def _run_tool(argv: list[str], text: str, suffix: str, what: str, timeout: float) -> str:
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    from .errors import BuildError
-
     if shutil.which(argv[0]) is None:
         raise BuildError(f"{argv[0]} is not installed: apt-get install {'systemtap' if argv[0] == 'stap' else 'bpftrace'}")
     with tempfile.TemporaryDirectory(prefix="kprobegen-check-") as tmp:
@@ -628,13 +615,6 @@ def stap_runtime(tree) -> str:
     this returns a copy of the runtime (cached beside the kprobegen cache) whose
     stp_task_work.c uses ``task_work_cancel_func``, the same operation under its new name;
     for other trees, the system's runtime unchanged."""
-    import hashlib
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from .errors import BuildError
     from .kernels import cache_dir
 
     system_map = Path(tree) / "System.map"
@@ -674,13 +654,6 @@ def build_stap(text: str, tree, out_dir, name: str, timeout: float = 900.0):
     """Build a SystemTap script into ``out_dir/<name>.ko`` (passes 1-4:
     ``stap -p4 -R RUNTIME -r TREE -m NAME SCRIPT``), to be run with ``staprun NAME.ko``.
     ``tree`` is from :func:`stap_tree`; the runtime from :func:`stap_runtime`."""
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    from .errors import BuildError
-
     if not _IDENT.match(name) or len(name) > 55:
         raise BuildError(f"stap module name {name!r} must be an identifier of at most 55 characters")
     if shutil.which("stap") is None:
