@@ -224,13 +224,10 @@ def _with_empty_buckets(hist: Histogram) -> list[Bucket | None]:
         if prev is not None and prev.high is not None and b.low is not None and b.low > prev.high:
             fill: list[Bucket] = []
             lo = prev.high
-            if hist.scale == "log2" and lo >= 1:
-                while lo < b.low and len(fill) <= MAX_EMPTY_FILL:
-                    fill.append(Bucket(lo, lo * 2, 0))
-                    lo *= 2
-            elif hist.scale == "log2" and lo == 0 and b.low >= 1:
-                fill.append(Bucket(0, 1, 0))
-                lo = 1
+            if hist.scale == "log2" and (lo >= 1 or lo == 0 and b.low >= 1):
+                if lo == 0:                     # [0] precedes the doubling buckets
+                    fill.append(Bucket(0, 1, 0))
+                    lo = 1
                 while lo < b.low and len(fill) <= MAX_EMPTY_FILL:
                     fill.append(Bucket(lo, lo * 2, 0))
                     lo *= 2
@@ -308,10 +305,11 @@ def format_results(results: list[Results], top: int | None = 10) -> str:
         out.extend(_table(rows, {3, 4, 5}, "  "))
         for h in r.hooks.values():
             if h.by_kind is not None:
-                shown = h.top(top)
+                ranked = h.top()
+                shown = ranked if top is None else ranked[:top]
                 title = f"  {h.name}: hits by {h.by_kind}"
-                if len(shown) < len(h.by):
-                    title += f" (top {len(shown)} of {len(h.by)} keys)"
+                if len(shown) < len(ranked):
+                    title += f" (top {len(shown)} of {len(ranked)} keys)"
                 out.append("")
                 out.append(title + ":")
                 if not shown:
@@ -320,9 +318,9 @@ def format_results(results: list[Results], top: int | None = 10) -> str:
                     rows = [["COUNT", h.by_kind.upper()]]
                     rows += [[str(c), h.key_text(k)] for k, c in shown]
                     out.extend(_table(rows, {0}, "    "))
-                rest = h.by.__len__() - len(shown)
+                rest = len(ranked) - len(shown)
                 if rest:
-                    hidden = sum(c for _, c in h.top()[len(shown):])
+                    hidden = sum(c for _, c in ranked[len(shown):])
                     out.append(f"    … {rest} more key(s), {hidden} hit(s)")
                 if h.dropped:
                     out.append(f"    + {h.dropped} hit(s) dropped: the key table was full")
