@@ -37,7 +37,7 @@ import jinja2
 
 from . import __version__
 from .errors import BuildError, RenderError
-from .render import environment
+from .render import c_string, environment
 from .spec import S64_MAX, S64_MIN, Hook, Spec
 
 __all__ = [
@@ -75,7 +75,7 @@ def _string_literal(value: str | bytes) -> str:
     data = value.encode() if isinstance(value, str) else bytes(value)
     if b"\0" in data:
         raise RenderError(f"a NUL byte cannot be in a script string ({data!r}); the spec check should have refused it")
-    return '"' + "".join(chr(b) if b in _STRING_SAFE else f"\\{b:03o}" for b in data) + '"'
+    return c_string(data, safe=_STRING_SAFE)
 
 
 def stap_string(value: str | bytes) -> str:

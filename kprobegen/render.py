@@ -26,13 +26,13 @@ TEMPLATES = templates_dir()
 _C_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,:;-+/()[]<>=!#@")
 
 
-def c_string(value: str | bytes) -> str:
-    """A C string literal for any bytes: safe characters as themselves, the rest as octal escapes.
+def c_string(value: str | bytes, safe: frozenset[int] = _C_SAFE) -> str:
+    """A C string literal for any bytes: ``safe`` bytes as themselves, the rest as octal escapes.
 
     Octal escapes are always three digits, so a following digit cannot extend them.
     """
     data = value.encode() if isinstance(value, str) else bytes(value)
-    return '"' + "".join(chr(b) if b in _C_SAFE else f"\\{b:03o}" for b in data) + '"'
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03o}" for b in data) + '"'
 
 
 def c_comment(value: str) -> str:
