@@ -14,12 +14,21 @@ from pathlib import Path
 
 from . import __version__
 from .errors import KprobegenError, LoadError, SpecError
+from .progress import Notice
 
 
 def _progress(args) -> callable:
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+    """Progress on stderr: every message on a terminal; elsewhere only Notices (the long,
+    otherwise silent steps: a kernel profile capture, a fall back from KVM to TCG)."""
+    if getattr(args, "quiet", False):
         return lambda message: None
-    return lambda message: print(f"kprobegen: {message}", file=sys.stderr, flush=True)
+    terminal = sys.stderr.isatty()
+
+    def say(message: str) -> None:
+        if terminal or isinstance(message, Notice):
+            print(f"kprobegen: {message}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def _print_json(data) -> None:
@@ -58,17 +67,34 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def _default_kernel_with_profile():
+    """The default kernel when its profile is already cached (checking against it boots
+    nothing), else None."""
+    from .errors import KernelError
+    from .kernels import find_kernel
+    from .symbols import profile_cached
+
+    try:
+        kernel = find_kernel(None)
+    except KernelError:
+        return None
+    return kernel if profile_cached(kernel.release) else None
+
+
 def cmd_check(args) -> int:
     from .pipeline import prepare
 
-    kernel = _kernel(args)
-    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args))
+    kernel = _kernel(args) or _default_kernel_with_profile()
+    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
+                   accel=args.accel)
     if args.json:
         _print_json({"spec": str(args.spec), "module": spec.module, "valid": True,
+                     "symbols_checked_against": kernel.release if kernel else None,
                      "hooks": [{"name": h.hook_name, "probe": h.probe, "symbol": h.symbol} for h in spec.hooks]})
     else:
-        print(f"{args.spec}: ok: module {spec.module}, {len(spec.hooks)} hook{'s' if len(spec.hooks) != 1 else ''}"
-              + (f", symbols checked against {kernel.release}" if kernel else ""))
+        print(f"{args.spec}: ok: module {spec.module}, {len(spec.hooks)} hook{'s' if len(spec.hooks) != 1 else ''}, "
+              + (f"symbols checked against {kernel.release}" if kernel else
+                 "symbols NOT checked (no kernel profile cached: pass --kernel RELEASE|SUITE to capture one)"))
     return 0
 
 
@@ -77,7 +103,8 @@ def cmd_render(args) -> int:
     from .render import render, render_c
 
     kernel = _kernel(args)
-    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args))
+    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
+                   accel=args.accel)
     if args.emit_c or not args.output:
         sys.stdout.write(render_c(spec))
         return 0
@@ -129,7 +156,8 @@ def cmd_build(args) -> int:
 
     built, _ = build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir,
                           check_symbols=kernel is not None and not args.no_symbol_check,
-                          use_cache=not args.no_cache, strict=args.strict, progress=_progress(args))
+                          use_cache=not args.no_cache, strict=args.strict, progress=_progress(args),
+                          accel=args.accel)
     _warn(built.warnings)
     if args.json:
         _print_json({"module": built.name, "ko": str(built.ko), "kernel": built.kernel_release,
@@ -186,16 +214,116 @@ def cmd_run(args) -> int:
         add.append((Path(host), guest or f"/{Path(host).name}"))
     outcome = run_spec(args.spec, cmd, kernel_release=args.kernel, add=add, timeout=args.timeout, accel=args.accel,
                        check_symbols=not args.no_symbol_check, progress=_progress(args), out_dir=args.keep)
+    if args.log:
+        _write_file(args.log, outcome.run.kernel_log.encode())
     if args.json:
         _print_json(outcome.to_json())
     else:
-        if outcome.run.stdout:
-            sys.stdout.write(outcome.run.stdout)
-        if outcome.run.stderr:
-            sys.stderr.write(outcome.run.stderr)
+        # The workload's output as it wrote it, bytes untouched, before the counts.
+        sys.stdout.flush()
+        sys.stdout.buffer.write(outcome.run.stdout_bytes)
+        sys.stdout.buffer.flush()
+        sys.stderr.buffer.write(outcome.run.stderr_bytes)
+        sys.stderr.buffer.flush()
         sys.stdout.write(format_results(outcome.results, top=args.top))
         print(f"workload exit code {outcome.run.exit_code}; kernel {outcome.built.kernel_release} ({outcome.run.accel})")
     return 0 if outcome.run.exit_code == 0 else (outcome.run.exit_code or 1)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file beside it, renamed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.kprobegen-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise KprobegenError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+# ------------------------------------------------------------------------------- doctor
+
+def cmd_doctor(args) -> int:
+    from .vm import qemu
+
+    if args.reset_kvm:
+        had = qemu.clear_kvm_verdict()
+        print("KVM verdict forgotten: the next auto boot tries KVM again" if had else "no KVM verdict was recorded")
+        return 0
+    report = _doctor_report()
+    if args.json:
+        _print_json(report)
+    else:
+        for item in report["checks"]:
+            print(f"{'ok  ' if item['ok'] else 'FAIL'}  {item['name']:16} {item['detail']}")
+        print(f"cache: {report['cache']}")
+    return 0 if all(item["ok"] for item in report["checks"]) else 1
+
+
+def _doctor_report() -> dict:
+    """What `run` needs on this machine, each as {name, ok, detail}: qemu, busybox, the
+    accelerator (with the recorded KVM verdict), the default kernel, its headers and profile."""
+    import shutil
+    import subprocess
+
+    from .errors import KernelError, VMError
+    from .kernels import cache_dir, find_kernel
+    from .symbols import profile_cached
+    from .vm import qemu
+    from .vm.initramfs import find_busybox
+
+    checks = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"name": name, "ok": ok, "detail": detail})
+
+    path = shutil.which(qemu.QEMU)
+    if path is None:
+        check("qemu", False, f"{qemu.QEMU} not found: apt-get install qemu-system-x86")
+    else:
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+            check("qemu", True, f"{path} ({version.splitlines()[0] if version else 'version unknown'})")
+        except (OSError, subprocess.SubprocessError) as exc:
+            check("qemu", False, f"{path} does not run: {exc}")
+    try:
+        check("busybox", True, f"{find_busybox()} (static)")
+    except VMError as exc:
+        check("busybox", False, str(exc))
+    try:
+        accel = qemu.default_accel()
+        accel_ok = True
+    except VMError as exc:
+        accel, accel_ok = str(exc), False
+    source = f"{qemu.ACCEL_ENV}={os.environ[qemu.ACCEL_ENV]}" if os.environ.get(qemu.ACCEL_ENV) else \
+        f"{qemu.ACCEL_ENV} unset"
+    check("accel", accel_ok, f"{accel} ({source}); --accel overrides it per command")
+    verdict = qemu.cached_kvm_verdict()
+    if not qemu.kvm_usable():
+        kvm = "/dev/kvm missing or not writable: every boot uses TCG"
+    elif verdict is None:
+        kvm = "/dev/kvm usable; not tried since this host booted: the next auto boot tries it (4 s at most)"
+    elif verdict.verdict == "works":
+        kvm = f"works (seen {verdict.at}): auto boots use KVM"
+    else:
+        kvm = (f"broken (seen {verdict.at}: {verdict.reason}): auto boots use TCG until the host reboots; "
+               "`kprobegen doctor --reset-kvm` tries again")
+    check("kvm", True, kvm)  # KVM is never required: TCG always works
+    try:
+        kernel = find_kernel(None)
+    except KernelError as exc:
+        check("kernel", False, str(exc))
+        kernel = None
+    if kernel is not None:
+        check("kernel", True, f"{kernel.release} ({kernel.origin}), the default for build and run")
+        problem = kernel.build_problem()
+        check("headers", problem is None, problem or f"{kernel.build_dir}")
+        check("profile", True, "cached" if profile_cached(kernel.release) else
+              "not captured yet: the first run or check --kernel boots the kernel once to capture it (10-30 s)")
+    return {"checks": checks, "cache": str(cache_dir()),
+            "kvm_verdict": None if verdict is None else {"verdict": verdict.verdict, "reason": verdict.reason,
+                                                         "at": verdict.at}}
 
 
 # ------------------------------------------------------------------------------- kernels
@@ -232,7 +360,7 @@ def cmd_kernels_list(args) -> int:
 def cmd_kernels_fetch(args) -> int:
     from .kernels import fetch_kernel
 
-    kernel = fetch_kernel(args.suite, progress=_progress(args))
+    kernel = fetch_kernel(args.suite, progress=_progress(args), refresh=args.refresh)
     problem = kernel.build_problem()
     if args.json:
         _print_json({"release": kernel.release, "image": str(kernel.image), "build_dir": str(kernel.build_dir),
@@ -246,6 +374,17 @@ def cmd_kernels_fetch(args) -> int:
 
 # ------------------------------------------------------------------------------- parser
 
+RUN_EPILOG = """\
+The guest: Debian's cloud kernel with a busybox initramfs written by kprobegen (no network
+device, no disk). CMD runs as root under busybox's sh, with busybox's applets: they are not
+GNU coreutils and may take other kernel paths (busybox `cat` copies with sendfile(2), so a
+vfs_read hook filtered to comm `cat` counts 0; `dd if=FILE of=/dev/null` reads with read(2)).
+Bring your own programs with --add: a statically linked binary (gcc -static) or a script for
+busybox sh, e.g. --add ./mybench:/bin/mybench. The workload's stdout and stderr are passed
+through as they are, then the counts are printed. The exit status is CMD's.
+"""
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kprobegen", description="YAML hook specs → kprobe kernel modules → exact counts.")
     top.add_argument("--version", action="version", version=f"kprobegen {__version__}")
@@ -255,19 +394,31 @@ def parser() -> argparse.ArgumentParser:
     def spec_arg(p):
         p.add_argument("spec", type=Path, help="the hook spec (YAML)")
 
+    def json_arg(p, what="the result"):
+        p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
+
+    def accel_arg(p):
+        p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
+                       help="how every VM boot of this command runs, the kernel-profile capture included: "
+                            "auto tries KVM and falls back to TCG whenever KVM fails, hangs or aborts; "
+                            "default: $KPROBEGEN_ACCEL, else auto")
+
     p = sub.add_parser("schema", help="print the JSON Schema of a spec")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("check", help="validate a spec (and its symbols, with --kernel)")
+    p = sub.add_parser("check", help="validate a spec, and its symbols against a kernel's profile")
     spec_arg(p)
-    p.add_argument("--kernel", help="check symbols against this kernel's profile")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--kernel", help="check symbols against this kernel (release or suite); its profile is captured "
+                                    "once if needed. Without it, the default kernel's profile is used when cached")
+    accel_arg(p)
+    json_arg(p, "the verdict and the hooks")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("render", help="write the module's C, Makefile, .stp and .bt")
     spec_arg(p)
     p.add_argument("-o", "--output", type=Path, help="output folder (without it: the C to stdout)")
     p.add_argument("--kernel", help="expand symbol globs and check symbols against this kernel")
+    accel_arg(p)
     p.add_argument("--emit-c", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_render)
 
@@ -282,48 +433,65 @@ def parser() -> argparse.ArgumentParser:
     spec_arg(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--kernel", help="a kernel release or suite (see `kprobegen kernels list`)")
-    where.add_argument("--kernel-dir", type=Path, help="an explicit Kbuild tree (headers)")
+    where.add_argument("--kernel", help="a kernel release or suite (see `kprobegen kernels list`); "
+                                        "symbols are checked against its profile")
+    where.add_argument("--kernel-dir", type=Path, help="an explicit Kbuild tree (headers); no symbol check")
     p.add_argument("--no-cache", action="store_true", help="always run the compiler")
     p.add_argument("--strict", action="store_true", help="fail on compiler warnings")
     p.add_argument("--no-symbol-check", action="store_true", help="do not check symbols against the kernel's profile")
     p.add_argument("--show-command", action="store_true", help="print the make command and exit")
-    p.add_argument("--json", action="store_true")
+    accel_arg(p)
+    json_arg(p, "the module, its .ko and the kernel")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("parse", help="parse module reports out of a kernel log")
     p.add_argument("file", nargs="?", help="kernel log (dmesg, journalctl -k, /dev/kmsg, syslog); - or nothing: stdin")
     p.add_argument("--module", help="only this module")
     p.add_argument("--all", action="store_true", help="every report (a time series), not just the latest complete one")
-    p.add_argument("--top", type=int, default=10, help="keys shown per hook (default 10)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    json_arg(p, "the results (docs/results.md)")
     p.set_defaults(func=cmd_parse)
 
-    p = sub.add_parser("run", help="build, load in a VM, run a workload, print the counts")
+    p = sub.add_parser("run", help="build, load in a VM, run a workload, print the counts",
+                       description="Build the spec's module, boot a disposable VM, load it, run CMD, unload, "
+                                   "and print the counts.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     spec_arg(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--vm", action="store_true", help="load in a disposable VM (the default)")
-    mode.add_argument("--host", action="store_true", help="load on this host")
-    p.add_argument("--kernel", help="kernel release or suite for the VM (default: Debian 12 cloud)")
-    p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]", help="copy a file into the guest")
+    mode.add_argument("--host", action="store_true", help="load on this host (not supported yet: says why)")
+    p.add_argument("--kernel", help="kernel release or suite for the VM (default: the installed Debian cloud kernel)")
+    p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]",
+                   help="copy a file or folder into the guest (default guest path: /NAME); repeatable")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before the VM is killed (default 120)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    accel_arg(p)
     p.add_argument("--no-symbol-check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--keep", type=Path, help="keep the built module and sources in this folder")
-    p.add_argument("--top", type=int, default=10)
-    p.add_argument("--json", action="store_true", help="results as JSON, with the workload's exit_code")
+    p.add_argument("--log", type=Path, metavar="FILE",
+                   help="write the run's kernel log to FILE (what `kprobegen parse FILE` reads)")
+    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    json_arg(p, "the results, the workload's exit_code, stdout and stderr")
     p.add_argument("cmd", nargs="*", help="-- CMD [ARGS...]: the workload, run in the guest")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("kernels", help="kernels to build for and boot")
     ksub = p.add_subparsers(dest="kernels_command", required=True, metavar="SUBCOMMAND")
     q = ksub.add_parser("list", help="installed and fetched kernels")
-    q.add_argument("--json", action="store_true")
+    json_arg(q, "the kernels")
     q.set_defaults(func=cmd_kernels_list)
     q = ksub.add_parser("fetch", help="download a Debian cloud kernel and its headers into the cache")
-    q.add_argument("suite", help="bookworm, bookworm-backports, bullseye or trixie")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("suite", help="bookworm, bookworm-backports, bullseye or trixie (the newest kernel of the suite "
+                                 "and its -updates and -security pockets)")
+    q.add_argument("--refresh", action="store_true",
+                   help="ask the mirror for a newer kernel even when the suite was fetched before")
+    json_arg(q, "the fetched kernel")
     q.set_defaults(func=cmd_kernels_fetch)
+
+    p = sub.add_parser("doctor", help="what this machine has for build and run: qemu, KVM, kernels, headers")
+    p.add_argument("--reset-kvm", action="store_true",
+                   help="forget that KVM was found broken on this host boot (the next auto boot tries it again)")
+    json_arg(p, "the checks")
+    p.set_defaults(func=cmd_doctor)
     return top
 
 
@@ -339,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "cmd"):
         args.cmd = list(args.cmd) + workload
     try:
+        if getattr(args, "accel", "") is None:
+            from .vm.qemu import default_accel
+
+            args.accel = default_accel()  # $KPROBEGEN_ACCEL checked before any work is done
         return args.func(args)
     except KprobegenError as exc:
         if args.debug:

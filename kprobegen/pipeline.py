@@ -19,10 +19,12 @@ if TYPE_CHECKING:  # spec.py (pydantic) is imported only when a spec must be rea
 Progress = Callable[[str], None]
 
 
-def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True, progress: Progress | None = None) -> Spec:
+def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True, progress: Progress | None = None,
+            accel: str | None = None) -> Spec:
     """Load the spec; expand globs and refuse unknown or blacklisted symbols against the kernel's profile.
 
-    The profile (kallsyms, kprobe blacklist) is captured once per kernel by booting it, then cached.
+    The profile (kallsyms, kprobe blacklist) is captured once per kernel by booting it under
+    ``accel`` (auto / kvm / tcg; None: $KPROBEGEN_ACCEL or auto), then cached.
     """
     if isinstance(spec, (str, Path)):
         from .spec import load_spec
@@ -32,7 +34,7 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
         return spec
     from .symbols import load_profile
 
-    profile = load_profile(kernel, progress=progress)
+    profile = load_profile(kernel, progress=progress, accel=accel)
     if spec.has_globs:
         spec = spec.expand(profile.expand)
     if check_symbols:
@@ -43,7 +45,7 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
 
 def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, kernel_dir: str | Path | None = None,
                check_symbols: bool = True, use_cache: bool = True, strict: bool = False,
-               progress: Progress | None = None):
+               progress: Progress | None = None, accel: str | None = None):
     """Render and build the spec's module for ``kernel`` or the tree ``kernel_dir``: (the
     kbuild.BuiltModule, the prepared Spec or None when the build came from the cache).
 
@@ -63,12 +65,16 @@ def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, ker
             if built is not None and not (strict and built.warnings):
                 say(f"cached build of {built.name} for {release}")
                 return built, None
-    spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say)
+    spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say, accel=accel)
     built = build(spec, out_dir, kernel=kernel, kernel_dir=kernel_dir, use_cache=use_cache, strict=strict,
                   progress=say)
     if use_cache and spec_file is not None:
         remember_spec(spec_file, built, check_symbols)
     return built, spec
+
+
+#: Bytes of each of the workload's streams that ``run --json`` carries (the rest is cut).
+OUTPUT_JSON_LIMIT = 1 << 20
 
 
 @dataclass
@@ -81,10 +87,18 @@ class SpecRun:
     results: list          # report.Results of this module (latest complete report)
 
     def to_json(self) -> dict:
-        """The module's report in the documented results shape (docs/results.md), plus the run."""
+        """The module's report in the documented results shape (docs/results.md), plus the run:
+        the workload's exit code and output (each stream up to OUTPUT_JSON_LIMIT bytes, UTF-8
+        with undecodable bytes as ``\\xHH``; ``truncated`` says whether either was cut)."""
         (results,) = self.results
         out = results.to_json()
         out["exit_code"] = self.run.exit_code
+        cut = False
+        for name in ("stdout", "stderr"):
+            data = getattr(self.run, f"{name}_bytes")
+            cut = cut or len(data) > OUTPUT_JSON_LIMIT
+            out[name] = data[:OUTPUT_JSON_LIMIT].decode("utf-8", "backslashreplace")
+        out["truncated"] = cut
         out["accel"] = self.run.accel
         out["kernel"] = self.built.kernel_release
         out["timings"] = {k: round(v, 3) for k, v in self.run.timings.items()}
@@ -98,7 +112,7 @@ def run_spec(
     kernel_release: str | None = None,
     add: Sequence[tuple[Path, str]] = (),
     timeout: float = 120.0,
-    accel: str = "auto",
+    accel: str | None = None,
     check_symbols: bool = True,
     oracles: Sequence = (),
     progress: Progress | None = None,
@@ -116,7 +130,7 @@ def run_spec(
     say = progress or (lambda message: None)
     kernel = find_kernel(kernel_release)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
-    built, prepared = build_spec(spec, out, kernel=kernel, check_symbols=check_symbols, progress=say)
+    built, prepared = build_spec(spec, out, kernel=kernel, check_symbols=check_symbols, progress=say, accel=accel)
     run = vm.run(kernel, [built.ko], list(cmd), add=list(add), timeout=timeout, accel=accel,
                  oracles=list(oracles), progress=say)
     run.raise_for_status()

@@ -27,12 +27,14 @@ import pickle
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kprobegen.errors import KernelError, SymbolError
+from kprobegen.progress import Notice
 
 if TYPE_CHECKING:
     from kprobegen.kernels import Kernel
@@ -260,31 +262,39 @@ def profile_dir(release: str) -> Path:
     return cache_dir() / "profiles" / release
 
 
+def profile_cached(release: str) -> bool:
+    """Whether the profile of ``release`` is in the cache (loading it boots nothing)."""
+    return (profile_dir(release) / "kallsyms.gz").is_file()
+
+
 def load_profile(kernel: Kernel | str, capture: bool = True,
-                 progress: Callable[[str], None] | None = None) -> Profile:
+                 progress: Callable[[str], None] | None = None, accel: str | None = None) -> Profile:
     """The kernel's profile from the cache; if absent and `capture`, boot the kernel once
-    (kprobegen.vm.capture_profile) and cache what it returns. The config falls back to the
-    packaged config-<release> when the capture has none (the cloud kernels have no
-    /proc/config.gz)."""
+    (kprobegen.vm.capture_profile, under ``accel``: auto / kvm / tcg, None for the default)
+    and cache what it returns. The config falls back to the packaged config-<release> when
+    the capture has none (the cloud kernels have no /proc/config.gz)."""
     from kprobegen.kernels import find_kernel
 
     if isinstance(kernel, str):
         kernel = find_kernel(kernel)
     pdir = profile_dir(kernel.release)
-    if not (pdir / "kallsyms.gz").is_file():
+    if not profile_cached(kernel.release):
         if not capture:
             raise KernelError(
                 f"no kernel profile cached for {kernel.release} in {pdir}: capture one "
                 "(it boots the kernel once, a few seconds)"
             )
         if progress:
-            progress(f"capturing the kernel profile of {kernel.release} (boots it once)")
+            progress(Notice(f"capturing the kernel profile of {kernel.release} (symbols, kprobe blacklist): "
+                            "booting it once, typically 10-30 s under TCG; cached afterwards"))
         from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
 
-        raw = capture_profile(kernel, progress=progress)
+        started = time.monotonic()
+        raw = capture_profile(kernel, progress=progress, accel=accel)
         save_raw_profile(kernel.release, raw)
         if progress:
-            progress(f"kernel profile of {kernel.release} cached in {pdir}")
+            progress(Notice(f"kernel profile of {kernel.release} captured in "
+                            f"{time.monotonic() - started:.1f} s, cached in {pdir}"))
     stamp = tuple(_stamp(pdir / f"{n}.gz") for n in RAW_NAMES)
     memo_key = (str(pdir), stamp, str(kernel.config))
     if memo_key in _MEMO:

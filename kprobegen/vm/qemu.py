@@ -181,7 +181,20 @@ class QemuProcess:
             return ""
 
 
-# -- KVM verdict cache -------------------------------------------------------------------
+# -- the accelerator and the KVM verdict --------------------------------------------------
+
+ACCELS = ("auto", "kvm", "tcg")
+#: The environment variable that sets the default accelerator of every command (and the tests).
+ACCEL_ENV = "KPROBEGEN_ACCEL"
+
+
+def default_accel() -> str:
+    """$KPROBEGEN_ACCEL, else "auto". VMError for a value that is not auto, kvm or tcg."""
+    value = os.environ.get(ACCEL_ENV, "").strip() or "auto"
+    if value not in ACCELS:
+        raise VMError(f"{ACCEL_ENV}={value!r}: use auto, kvm or tcg")
+    return value
+
 
 def _boot_id() -> str:
     try:
@@ -190,8 +203,52 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _verdict_file() -> Path:
+def verdict_file() -> Path:
     return cache_dir() / "vm" / "kvm-verdict"
+
+
+@dataclass(frozen=True)
+class KvmVerdict:
+    """What a KVM boot did on this host since it booted: "works", or "broken" with why
+    (the boot hung before the guest's /init, qemu exited or aborted, /dev/kvm refused)."""
+
+    verdict: str   # works | broken
+    reason: str    # one line; "" for works
+    at: str        # when it was recorded (UTC, ISO 8601)
+
+
+def cached_kvm_verdict() -> KvmVerdict | None:
+    """The verdict recorded during this boot of the host, else None (a new boot asks again)."""
+    try:
+        boot, verdict, at, *reason = verdict_file().read_text().split("\t")
+    except (OSError, ValueError):
+        return None
+    if boot != _boot_id() or verdict not in ("works", "broken"):
+        return None
+    return KvmVerdict(verdict, "\t".join(reason).strip(), at)
+
+
+def record_kvm_verdict(verdict: str, reason: str = "") -> None:
+    """Remember ``verdict`` ("works" / "broken") for this boot of the host."""
+    line = "\t".join([_boot_id(), verdict, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       " ".join(reason.split())]) + "\n"
+    try:
+        f = verdict_file()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp%d" % os.getpid())
+        tmp.write_text(line)
+        tmp.replace(f)
+    except OSError:
+        pass  # a cache, nothing more
+
+
+def clear_kvm_verdict() -> bool:
+    """Forget the recorded verdict (the next auto boot tries KVM again). True if there was one."""
+    try:
+        verdict_file().unlink()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def kvm_usable() -> bool:
@@ -199,28 +256,14 @@ def kvm_usable() -> bool:
     return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def cached_kvm_verdict() -> str | None:
-    """'works' / 'hangs' as recorded during this boot of the host, else None."""
-    try:
-        boot, verdict = _verdict_file().read_text().split()
-    except (OSError, ValueError):
-        return None
-    return verdict if boot == _boot_id() and verdict in ("works", "hangs") else None
+def accel_plan(accel: str | None) -> list[str]:
+    """Accelerators to try in order for ``accel`` (auto / kvm / tcg; None: default_accel()).
 
-
-def record_kvm_verdict(verdict: str) -> None:
-    try:
-        f = _verdict_file()
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp%d" % os.getpid())
-        tmp.write_text(f"{_boot_id()} {verdict}\n")
-        tmp.replace(f)
-    except OSError:
-        pass  # a cache, nothing more
-
-
-def accel_plan(accel: str) -> list[str]:
-    """Accelerators to try in order for ``accel`` (auto / kvm / tcg)."""
+    auto tries KVM first only while no boot of this host found it broken, and always ends on
+    TCG: whatever KVM does (hangs, aborts, refuses), the run goes on under TCG.
+    """
+    if accel is None:
+        accel = default_accel()
     if accel == "tcg":
         return ["tcg"]
     if accel == "kvm":
@@ -229,6 +272,7 @@ def accel_plan(accel: str) -> list[str]:
         return ["kvm"]
     if accel != "auto":
         raise VMError(f"unknown accel {accel!r}: use auto, kvm or tcg")
-    if not kvm_usable() or cached_kvm_verdict() == "hangs":
+    verdict = cached_kvm_verdict()
+    if not kvm_usable() or (verdict is not None and verdict.verdict == "broken"):
         return ["tcg"]
     return ["kvm", "tcg"]

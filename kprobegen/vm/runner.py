@@ -40,6 +40,7 @@ from typing import Callable
 
 from kprobegen import templates_dir
 from kprobegen.errors import LoadError, VMError
+from kprobegen.progress import Notice
 from kprobegen.kernels import cache_dir, find_kernel
 from kprobegen.vm import qemu as _qemu
 from kprobegen.vm.image import boot_image
@@ -107,7 +108,7 @@ class Run:
     status: str                    # ok | panic | oops | timeout | lost
     accel: str                     # kvm | tcg: the one actually used
     exit_code: int | None
-    stdout: str
+    stdout: str                    # the workload's output, decoded (undecodable bytes replaced)
     stderr: str
     kernel_log: str
     loads: list[ModuleLoad]
@@ -124,6 +125,9 @@ class Run:
     #: why the status is not ok, in one line (empty when ok)
     reason: str = ""
     argv: list[str] = field(default_factory=list)
+    #: the workload's output exactly as it wrote it (binary output passes through untouched)
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
 
     @property
     def loaded_ok(self) -> bool:
@@ -277,11 +281,13 @@ class _Session:
 _PROGRESS = {"loading": "loading", "running": "running", "unloading": "collecting"}
 
 
-def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str,
+def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str | None,
           progress: Callable[[str], None] | None, memory_mb: int = 512) -> _Session:
-    """Boot once (or twice: KVM that hangs, then TCG) and follow the protocol to the end."""
+    """Boot once, or twice under auto: a KVM boot that does not reach the guest's /init (it
+    hangs, qemu exits or aborts, KVM refuses) is killed, the verdict remembered for this boot
+    of the host, and the same initramfs boots again under TCG. Follow the protocol to the end."""
     plan = _qemu.accel_plan(accel)
-    auto = accel == "auto"
+    probing = len(plan) > 1  # auto with KVM still worth a try
     t_begin = time.monotonic()
     deadline = t_begin + timeout
     kvm_probe: float | None = None
@@ -311,24 +317,25 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
             progress(f"booting ({acc})")
         q.start()
         s.marks["start"] = q.started
-        probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and auto) else None
+        probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and probing) else None
         try:
-            fell_back = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout)
+            kvm_failed = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout)
         finally:
             q.kill()  # on every way out, KeyboardInterrupt included: no qemu outlives its run
-        if fell_back:
+        if kvm_failed:
             kvm_probe = time.monotonic() - q.started
-            _qemu.record_kvm_verdict("hangs")
-        if acc == "kvm" and auto and "BOOT" in s.marks:
+            _qemu.record_kvm_verdict("broken", kvm_failed)
+        elif acc == "kvm" and probing and "BOOT" in s.marks:
             _qemu.record_kvm_verdict("works")
         s.marks["exit"] = time.monotonic()
         s.blobs, s.blob_errors = _untar(proto.blobs), proto.blob_errors
         if s.status == "ok" and "report" not in proto.blobs and not s.blob_errors:
             s.blob_errors = ["the guest said DONE but sent no report"]
-        if not fell_back:
+        if not kvm_failed:
             break
         if progress:
-            progress("kvm boot hung; falling back to tcg")
+            progress(Notice(f"kvm boot failed ({kvm_failed}); falling back to tcg "
+                            "(remembered until the host reboots: see `kprobegen doctor`)"))
     s.kvm_probe = kvm_probe
     if s.status == "ok" and s.blob_errors:
         s.status, s.reason = "lost", "output protocol broken: " + "; ".join(s.blob_errors)
@@ -336,16 +343,18 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
 
 
 def _follow(q: _qemu.QemuProcess, proto: _Protocol, s: _Session, *, probe_until: float | None,
-            deadline: float, timeout: float) -> bool:
+            deadline: float, timeout: float) -> str:
     """Poll the serial logs until DONE, qemu's exit, the KVM probe's end or the deadline; set
-    s.status / s.reason. True when a KVM boot did not reach /init in time (fall back)."""
+    s.status / s.reason. While probing KVM (``probe_until`` set), a boot that has not reached
+    /init when qemu exits or the probe time runs out returns why, in one line (fall back to
+    TCG); otherwise "" ."""
     while True:
         proto.feed(q.read_new("data"))
         s.console += q.read_new("console")
         if "DONE" in s.marks:
             q.wait(10.0)  # poweroff -f follows at once
             s.status = "ok"
-            return False
+            return ""
         rc = q.poll()
         if rc is not None:
             # qemu is gone: read what it wrote last, then decide what happened.
@@ -353,25 +362,27 @@ def _follow(q: _qemu.QemuProcess, proto: _Protocol, s: _Session, *, probe_until:
             s.console += q.read_new("console")
             if "DONE" in s.marks:
                 s.status = "ok"
-                return False
+                return ""
+            err = q.stderr_text().strip()
+            exited = (f"qemu exited with status {rc} before the guest finished"
+                      + (f": {err.splitlines()[-1]}" if err else ""))
+            if probe_until is not None and "BOOT" not in s.marks:
+                return exited
             text = s.console.decode(errors="replace")
             if _PANIC_RE.search(text):
                 s.status = "panic"
             elif re.search(r"\bOops\b|\bBUG: ", text):
                 s.status = "oops"
             else:
-                s.status = "lost"
-                err = q.stderr_text().strip()
-                s.reason = (f"qemu exited with status {rc} before the guest finished"
-                            + (f": {err.splitlines()[-1]}" if err else ""))
-            return False
+                s.status, s.reason = "lost", exited
+            return ""
         now = time.monotonic()
         if probe_until is not None and "BOOT" not in s.marks and now > probe_until:
-            return True
+            return f"the boot did not reach the guest's /init within {_qemu.KVM_PROBE_SECONDS:g} s"
         if now > deadline:
             s.status = "timeout"
             s.reason = f"no result within {timeout:g} s (stage: {_last_stage(s)}); qemu killed"
-            return False
+            return ""
         time.sleep(0.02)
 
 
@@ -486,7 +497,7 @@ def _boot_init(kernel, init: dict, *, mods=(), add=(), keep_workdir: bool = Fals
 # -- the public entry points -------------------------------------------------------------
 
 def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, str]] = (),
-        timeout: float = 120.0, accel: str = "auto", oracles: list[Oracle] = (),
+        timeout: float = 120.0, accel: str | None = None, oracles: list[Oracle] = (),
         progress: Callable[[str], None] | None = None, log_forms: bool = False,
         keep_workdir: bool = False, memory_mb: int = 512) -> Run:
     """Boot ``kernel``, insmod ``modules`` in order, run ``cmd``, unload, and report.
@@ -582,10 +593,11 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         leftover_kprobes=[ln for ln in text("kprobes_after").splitlines() if ln.strip()],
         log_forms={k: text(k) for k in ("dmesg_r", "kmsg") if k in s.blobs},
         oracle_errors=oracle_errors, reason=reason, argv=s.argv,
+        stdout_bytes=s.blobs.get("stdout", b""), stderr_bytes=s.blobs.get("stderr", b""),
     )
 
 
-def capture_profile(kernel=None, timeout: float = 180.0, *, accel: str = "auto",
+def capture_profile(kernel=None, timeout: float = 180.0, *, accel: str | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """Boot ``kernel`` once and return its raw profile.
 
