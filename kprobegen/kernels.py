@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kprobegen.errors import KernelError
+from kprobegen.progress import Notice
 
 SUITES = ("bookworm", "bookworm-backports", "bullseye", "trixie")
 
@@ -463,6 +464,23 @@ def debian_mirror(sources: list[AptSource] | None = None, codename: str | None =
     )
 
 
+def suite_pockets(suite: str, mirror: str, sources: list[AptSource] | None = None) -> list[tuple[str, str]]:
+    """(URI, suite) of the pockets that carry a release's newer kernels: ``<suite>-updates`` on
+    ``mirror`` and ``<suite>-security`` on the system's security mirror (the URI of its first
+    ``*-security`` source; none configured, no security pocket). Only plain release codenames
+    have pockets: bookworm-backports has none."""
+    if suite not in _DEBIAN_CODENAMES:
+        return []
+    if sources is None:
+        sources = system_apt_sources()
+    pockets = [(mirror, f"{suite}-updates")]
+    security = next((s.uris[0].rstrip("/") for s in sources
+                     if "deb" in s.types and s.uris and any(x.endswith("-security") for x in s.suites)), None)
+    if security:
+        pockets.append((security, f"{suite}-security"))
+    return pockets
+
+
 # --------------------------------------------------------------------------------------------
 # Fetching
 
@@ -487,7 +505,7 @@ class _Apt:
     """apt-get/apt-cache with a private sources list, lists, cache and (empty) dpkg status, so
     that neither the system's sources nor its installed packages take part."""
 
-    def __init__(self, suite: str, mirror: str, keyring: str | None):
+    def __init__(self, suite: str, mirror: str, keyring: str | None, pockets: Iterable[tuple[str, str]] = ()):
         self.suite = suite
         self.base = cache_dir() / "apt" / suite
         self.lists = self.base / "lists"
@@ -499,7 +517,8 @@ class _Apt:
         self.status.touch()
         self.sources = self.etc / "sources.list"
         opts = "arch=amd64" + (f" signed-by={keyring}" if keyring else "")
-        self.sources.write_text(f"deb [{opts}] {mirror} {suite} main\n")
+        self.sources.write_text("".join(f"deb [{opts}] {uri} {name} main\n"
+                                        for uri, name in [(mirror, suite), *pockets]))
         self.mirror = mirror
 
     def options(self) -> list[str]:
@@ -678,10 +697,21 @@ def fetch_kernel(suite: str, progress: Progress = None, refresh: bool = False,
         if mirror is None:
             mirror, signed_by = debian_mirror()
         keyring = str(DEBIAN_KEYRING) if DEBIAN_KEYRING.is_file() else signed_by
-        apt = _Apt(suite, mirror, keyring)
+        pockets = suite_pockets(suite, mirror)
+        apt = _Apt(suite, mirror, keyring, pockets)
         t0 = time.monotonic()
-        _say(progress, f"{suite}: reading the package index from {mirror} (apt-get update)")
-        apt.run("apt-get", ["--error-on=any", "update"], APT_UPDATE_TIMEOUT)
+        names = ", ".join([suite, *(name for _, name in pockets)])
+        _say(progress, f"{suite}: reading the package index of {names} from {mirror} (apt-get update)")
+        try:
+            apt.run("apt-get", ["--error-on=any", "update"], APT_UPDATE_TIMEOUT)
+        except KernelError as exc:
+            if not pockets:
+                raise
+            # A pocket that is gone (an old release's -updates) must not stop the fetch.
+            _say(progress, Notice(f"{suite}: the -updates/-security pockets could not be read ({exc}); "
+                                  f"using {suite} alone, which may hold an older kernel"))
+            apt = _Apt(suite, mirror, keyring)
+            apt.run("apt-get", ["--error-on=any", "update"], APT_UPDATE_TIMEOUT)
         release, pkgs = resolve_packages(apt)
         root = _kernels_dir() / release
         if (root / META_NAME).is_file():

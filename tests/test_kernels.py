@@ -35,7 +35,6 @@ from kprobegen.kernels import (
     parse_one_line_sources,
 )
 
-R61 = "6.1.0-56-cloud-amd64"
 IN_CI = bool(os.environ.get("CI"))
 
 # -- apt sources ------------------------------------------------------------------------------
@@ -199,40 +198,57 @@ def test_relativise_links(tmp_path):
 
 # -- the installed 6.1 ------------------------------------------------------------------------
 
+def _installed_cloud_releases() -> list[str]:
+    """Releases of the installed Debian cloud kernels (image in /boot), oldest first: whatever
+    ABI number the archive has moved on to."""
+    rels = [p.name[len("vmlinuz-"):] for p in Path("/boot").glob("vmlinuz-*-cloud-amd64")]
+    return sorted(rels, key=kernels._version_key)
+
+
 @pytest.fixture
-def installed_61():
-    if not Path(f"/boot/vmlinuz-{R61}").is_file() and not IN_CI:
-        pytest.skip("install linux-image-cloud-amd64 linux-headers-cloud-amd64 (6.1.0-56) to run this")
+def installed_cloud() -> str:
+    """The newest installed cloud kernel's release (linux-image-cloud-amd64)."""
+    rels = _installed_cloud_releases()
+    if not rels:
+        if IN_CI:
+            pytest.fail("CI must install linux-image-cloud-amd64 linux-headers-cloud-amd64 (./setup.sh)")
+        pytest.skip("install linux-image-cloud-amd64 linux-headers-cloud-amd64 to run this")
+    return rels[-1]
 
 
-def test_find_default_kernel(installed_61, monkeypatch, tmp_path):
+def _config_gcc_major(release: str) -> int:
+    """The gcc major version the packaged config of ``release`` names (CONFIG_GCC_VERSION)."""
+    text = Path(f"/lib/modules/{release}/build/include/config/auto.conf").read_text()
+    return int(re.search(r"^CONFIG_GCC_VERSION=(\d+)$", text, re.M).group(1)) // 10000
+
+
+def test_find_default_kernel(installed_cloud, monkeypatch, tmp_path):
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))  # nothing fetched
+    release = installed_cloud
     on_boot = {p.name[len("vmlinuz-"):] for p in Path("/boot").glob("vmlinuz-*")}
     assert {k.release for k in list_kernels()} == on_boot
     assert all(k.origin == "installed" for k in list_kernels())
-    k = find_kernel(R61)
+    k = find_kernel(release)
     assert k == Kernel(
-        release=R61,
-        image=Path(f"/boot/vmlinuz-{R61}"),
-        build_dir=Path(f"/lib/modules/{R61}/build"),
+        release=release,
+        image=Path(f"/boot/vmlinuz-{release}"),
+        build_dir=Path(f"/lib/modules/{release}/build"),
         origin="installed",
-        config=Path(f"/boot/config-{R61}"),
+        config=Path(f"/boot/config-{release}"),
     )
     assert k.build_problem() is None and k.make_vars() == {}
-    assert k.compiler() == ("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0", 12)
-    cloud = sorted((r for r in on_boot if r.endswith("-cloud-amd64")), key=kernels._version_key)
-    assert find_kernel() == find_kernel(cloud[-1])  # the newest installed cloud kernel
-    if cloud == [R61]:
-        assert find_kernel() == k
+    text, major = k.compiler()
+    assert major == _config_gcc_major(release) and text.startswith(f"gcc-{major} ")
+    assert find_kernel() == k  # the newest installed cloud kernel is the default
 
 
-def test_find_kernel_errors(installed_61, monkeypatch, tmp_path):
+def test_find_kernel_errors(installed_cloud, monkeypatch, tmp_path):
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
     with pytest.raises(KernelError) as e:
         find_kernel("4.19.0-1-amd64")
-    # Every kernel the machine has is listed (others than R61 may be installed, e.g. the generic one).
+    # Every kernel the machine has is listed (others may be installed, e.g. the generic one).
     known = ", ".join(f"{k.release} (installed)" for k in list_kernels() if k.origin == "installed")
-    assert f"{R61} (installed)" in known
+    assert f"{installed_cloud} (installed)" in known
     assert str(e.value) == (f"kernel '4.19.0-1-amd64' not found; known kernels: {known}; suites for "
                             "`kprobegen kernels fetch`: bookworm, bookworm-backports, bullseye, trixie")
     with pytest.raises(KernelError, match=r"^no kernel fetched for suite bullseye: run `kprobegen kernels fetch "
@@ -428,6 +444,28 @@ def test_fetch_trixie_needs_gcc14(fetch_cache, tmp_path):
     # the image itself boots
     console = boot(k, tmp_path / "vm", None)
     assert f"KPG-RELEASE {k.release}" in console, console[-3000:]
+
+
+def test_suite_pockets_come_from_the_systems_sources():
+    srcs = parse_deb822_sources(DEBIAN_SOURCES)
+    main = "http://deb.debian.org/debian"
+    assert kernels.suite_pockets("bullseye", main, srcs) == [
+        (main, "bullseye-updates"), ("http://deb.debian.org/debian-security", "bullseye-security")]
+    assert kernels.suite_pockets("bookworm-backports", main, srcs) == []  # backports have no pockets
+    no_security = [s for s in srcs if not any(x.endswith("-security") for x in s.suites)]
+    assert kernels.suite_pockets("trixie", main, no_security) == [(main, "trixie-updates")]
+
+
+def test_fetch_bookworm_is_the_newest_of_its_pockets(installed_cloud, fetch_cache, tmp_path):
+    """bookworm's kernel is replaced through bookworm-security: the fetch takes the newest of
+    the suite and its pockets, the same kernel apt installs here on a Debian 12 machine (the
+    main archive alone holds an older one)."""
+    k, _, said = fetched("bookworm", fetch_cache)
+    check_fetched_tree(k, "bookworm", fetch_cache)
+    assert said[0].startswith("bookworm: reading the package index of bookworm, bookworm-updates") or \
+        said == [f"bookworm: {k.release} already in {fetch_cache / 'kernels' / k.release}"]
+    if kernels._os_codename() == "bookworm":
+        assert k.release == installed_cloud
 
 
 def test_suites_constant():
