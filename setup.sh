@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up kprobegen on Debian 12 (bookworm) and run the main job on an example:
-# build modules/sync_counter.yaml for Debian's 6.1 cloud kernel, boot it in a disposable
-# qemu VM, load the module, run `sync` three times, and print the exact counts.
+# Set up kprobegen on Debian 12 (bookworm) or 13 (trixie) and run the main job on an example:
+# build modules/sync_counter.yaml for the machine's Debian cloud kernel (6.1 on Debian 12,
+# 6.12 on Debian 13), boot it in a disposable qemu VM, load the module, run `sync` three
+# times, and print the exact counts.
 #
 #   ./setup.sh              everything, then the example run
 #   ./setup.sh --no-demo    everything but the example run
@@ -28,8 +29,9 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 
 python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+# -qq: errors only (pip's -q still prints the build backend's notes about editable installs).
+.venv/bin/pip install -qq --upgrade pip
+.venv/bin/pip install -qq -e '.[test]'
 
 if [ "${1:-}" != "--no-demo" ]; then
   echo "+ .venv/bin/kprobegen run modules/sync_counter.yaml -- sh -c 'sync; sync; sync'"

@@ -275,11 +275,12 @@ def _stap_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
         by = hook.count_by
         expr = {"comm": "execname()", "pid": "tid()", "tgid": "pid()", "cpu": "cpu()", "retval": returnval}.get(by) or arg(by)
         h["key"] = {"by": by, "expr": expr, "string": by == "comm", "max_keys": lim.max_keys}
-        warnings.append(
-            f"hook {n}: limits.max_keys ({lim.max_keys}) bounds the whole table here (keys beyond are "
-            "counted as dropped), while the C module bounds each CPU's table: with several CPUs the "
-            "module can keep more keys and drop fewer"
-        )
+        if "max_keys" in lim.model_fields_set:  # a default never warns
+            warnings.append(
+                f"hook {n}: limits.max_keys ({lim.max_keys}) bounds the whole table here (keys beyond are "
+                "counted as dropped), while the C module bounds each CPU's table: with several CPUs the "
+                "module can keep more keys and drop fewer"
+            )
 
     h["hist"] = None
     h["latency"] = hook.measures_latency
@@ -433,11 +434,12 @@ def _bt_hook(spec: Spec, hook: Hook, warnings: list[str]) -> dict:
         by = hook.count_by
         expr = {"comm": "comm", "pid": "tid", "tgid": "pid", "cpu": "cpu", "retval": raw("retval")}.get(by) or arg(by)
         h["key"] = {"by": by, "expr": expr}
-        warnings.append(
-            f"hook {n}: limits.max_keys ({lim.max_keys}) has no bpftrace form: a map is bounded only by "
-            f"BPFTRACE_MAP_KEYS_MAX (default {BPFTRACE_MAP_KEYS_MAX_DEFAULT}, for every map), and keys "
-            "beyond it are lost without a dropped count"
-        )
+        if "max_keys" in lim.model_fields_set:  # a default never warns
+            warnings.append(
+                f"hook {n}: limits.max_keys ({lim.max_keys}) has no bpftrace form: a map is bounded only by "
+                f"BPFTRACE_MAP_KEYS_MAX (default {BPFTRACE_MAP_KEYS_MAX_DEFAULT}, for every map), and keys "
+                "beyond it are lost without a dropped count"
+            )
 
     h["hist"] = None
     if hook.histogram is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,17 +11,40 @@ from pathlib import Path
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 
 
-def kprobegen(*args):
-    return subprocess.run([sys.executable, "-m", "kprobegen", *args], capture_output=True, text=True, timeout=120)
+def kprobegen(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "kprobegen", *args], capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
-def test_check_json():
-    done = kprobegen("check", str(MODULES / "fork_counter.yaml"), "--json")
+def test_check_json(tmp_path):
+    done = kprobegen("check", str(MODULES / "fork_counter.yaml"), "--json",
+                     env=dict(os.environ, KPROBEGEN_CACHE=str(tmp_path)))  # no profile cached
     assert done.returncode == 0
     assert json.loads(done.stdout) == {
         "spec": str(MODULES / "fork_counter.yaml"), "module": "fork_counter", "valid": True,
+        "symbols_checked_against": None,
         "hooks": [{"name": "clone", "probe": "kprobe", "symbol": "kernel_clone"},
                   {"name": "clone_by_tgid", "probe": "kprobe", "symbol": "kernel_clone"}]}
+
+
+def test_check_without_kernel_uses_the_default_kernels_cached_profile(kernel_61, tmp_path):
+    """A misspelled symbol is caught by a plain `check` once the default kernel's profile is
+    cached; without a profile, check says that symbols were not checked (never a bare "ok")."""
+    from kprobegen.symbols import load_profile
+
+    load_profile(kernel_61)  # cached by the first run on a machine (setup.sh's example)
+    spec = tmp_path / "typo.yaml"
+    spec.write_text("module: typo\nhooks:\n  - symbol: ksys_synk\n")
+    done = kprobegen("check", str(spec))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"kprobegen: error: symbol ksys_synk does not exist in kernel {kernel_61.release}")
+    done = kprobegen("check", str(MODULES / "sync_counter.yaml"))
+    assert done.stdout.endswith(f"symbols checked against {kernel_61.release}\n")
+    empty = dict(os.environ, KPROBEGEN_CACHE=str(tmp_path / "empty"))
+    done = kprobegen("check", str(spec), env=empty)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == (f"{spec}: ok: module typo, 1 hook, symbols NOT checked (no kernel profile cached: "
+                           "pass --kernel RELEASE|SUITE to capture one)\n")
 
 
 def test_render_writes_all_four_files_and_warns(tmp_path):

@@ -96,3 +96,94 @@ def test_bad_spec_is_one_line_and_nothing_is_built(tmp_path):
 def test_schema_command_prints_json_schema():
     schema = json.loads(kprobegen("schema", check_rc=0).stdout)
     assert schema["$schema"].endswith("2020-12/schema") and "hooks" in schema["required"]
+
+
+def test_run_json_carries_the_workloads_output(kernel_61):
+    done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--json", "--",
+                     "sh", "-c", "echo out; echo err >&2; sync", check_rc=0)
+    result = json.loads(done.stdout)
+    assert (result["stdout"], result["stderr"], result["truncated"]) == ("out\n", "err\n", False)
+    assert result["hooks"]["sync"]["hits"] == 1
+
+
+def test_run_json_bounds_the_workloads_output(kernel_61):
+    from kprobegen.pipeline import OUTPUT_JSON_LIMIT
+
+    n = OUTPUT_JSON_LIMIT // 8 + 1000   # 8 bytes a line: more than the limit
+    done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--json", "--",
+                     "sh", "-c", f"seq 1000000 {1000000 + n - 1}; sync", check_rc=0)
+    result = json.loads(done.stdout)
+    assert result["truncated"] is True and len(result["stdout"]) == OUTPUT_JSON_LIMIT
+    assert result["stdout"].startswith("1000000\n1000001\n") and result["stderr"] == ""
+    assert result["hooks"]["sync"]["hits"] == 1
+
+
+def test_run_passes_binary_output_through_untouched(kernel_61, tmp_path):
+    blob = bytes(range(256)) * 4096 + b"\xff\xfe\x00end"   # 1 MiB of every byte value, not UTF-8
+    (tmp_path / "blob").write_bytes(blob)
+    done = subprocess.run([sys.executable, "-m", "kprobegen", "run", str(MODULES / "sync_counter.yaml"),
+                           "--add", f"{tmp_path / 'blob'}:/blob", "--", "cat", "/blob"],
+                          capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(blob)                  # byte for byte, then the counts
+    assert done.stdout[len(blob):].startswith(b"sync_counter report 0 (unload)")
+
+
+def test_run_log_composes_with_parse(kernel_61, tmp_path):
+    log = tmp_path / "run.log"
+    done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--log", str(log), "--json", "--",
+                     "sh", "-c", "sync; sync", check_rc=0)
+    ran = json.loads(done.stdout)
+    parsed = json.loads(kprobegen("parse", str(log), "--json", check_rc=0).stdout)
+    [report] = parsed["reports"]
+    assert report["hooks"]["sync"]["hits"] == ran["hooks"]["sync"]["hits"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["run.log"]    # no temporary file left beside it
+
+
+def test_every_option_has_help():
+    """`--help` explains every option of every command (argparse prints no text for an option
+    without help)."""
+    import argparse
+
+    from kprobegen.cli import parser
+
+    def walk(p: argparse.ArgumentParser, path: str):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and action.help != argparse.SUPPRESS:
+                yield path, action
+
+    missing = [f"{path}: {'/'.join(a.option_strings) or a.dest}" for path, a in walk(parser(), "kprobegen")
+               if not a.help]
+    assert missing == []
+
+
+def test_readme_command_table_lists_every_option():
+    """README's command table names every option each command takes (hidden ones aside)."""
+    import argparse
+    import re
+
+    from kprobegen.cli import parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `kprobegen ([a-z]+(?: [a-z]+)?)\b([^`]*)`", readme, re.M)}
+    top = parser()
+    [sub] = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = []
+    for name, child in sub.choices.items():
+        commands = {name: child}
+        for a in child._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                commands = {f"{name} {n}": c for n, c in a.choices.items()}
+        for cname, cparser in commands.items():
+            row = rows.get(cname)
+            if row is None:
+                missing.append(f"{cname}: no row")
+                continue
+            for a in cparser._actions:
+                if a.option_strings and a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction):
+                    if not any(o in row for o in a.option_strings):
+                        missing.append(f"{cname}: {a.option_strings[-1]}")
+    assert missing == []
