@@ -56,6 +56,11 @@ debootstrap --variant=minbase --include=git,sudo,ca-certificates "$suite" "$root
 } > "$root/etc/apt/sources.list.d/debian.sources"
 rm -f "$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# A machine of this workplace trusts the local CAs its network needs: so does the new root.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null 2>&1 || true
+fi
 git clone -q --no-local "$repo" "$root/root/kprobegen"
 echo "newcomer: root ready after ${SECONDS}s; running README's commands in it"
 
@@ -68,8 +73,14 @@ mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"                 # /dev/kvm, /dev/null, ptys
 mount -t tmpfs tmpfs "$root/tmp"
+# A clean environment, but for the variables that point TLS clients (pip's vendored certifi
+# among them) at the system's CA bundle, as this workplace's machines have them.
+tls=()
+for v in PIP_CERT SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE; do
+  [ -n "${!v:-}" ] && tls+=("$v=${!v}")
+done
 in_root() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            LANG=C.UTF-8 TERM=dumb bash -c "cd /root/kprobegen && $1"; }
+            LANG=C.UTF-8 TERM=dumb "${tls[@]}" bash -c "cd /root/kprobegen && $1"; }
 rc=0
 echo "+ ./setup.sh"
 in_root "./setup.sh" || { rc=$?; echo "newcomer: FAILED: ./setup.sh exited $rc"; exit 1; }
