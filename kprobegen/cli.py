@@ -206,12 +206,7 @@ def cmd_run(args) -> int:
         if not supported:
             raise LoadError(f"cannot load modules on this host: {why}; drop --host (the VM is the default here) or pass --vm")
         raise LoadError("loading on the host is not supported yet (it needs a manager that tracks what is loaded); use --vm")
-    add = []
-    for item in args.add:
-        host, _, guest = item.partition(":")
-        if not Path(host).exists():
-            raise KprobegenError(f"--add {item}: {host} does not exist")
-        add.append((Path(host), guest or f"/{Path(host).name}"))
+    add = _add_pairs(args.add)
     outcome = run_spec(args.spec, cmd, kernel_release=args.kernel, add=add, timeout=args.timeout, accel=args.accel,
                        check_symbols=not args.no_symbol_check, progress=_progress(args), out_dir=args.keep)
     if args.log:
@@ -240,6 +235,57 @@ def _write_file(path: Path, data: bytes) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise KprobegenError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+# ------------------------------------------------------------------------------- full guest
+
+def cmd_image_build(args) -> int:
+    from .vm import guest
+
+    image = guest.build_image(args.suite, rebuild=args.rebuild, progress=_progress(args))
+    if args.json:
+        _print_json({"suite": image.suite, "release": image.release, "rootfs": str(image.rootfs),
+                     "vmlinuz": str(image.vmlinuz), "initrd": str(image.initrd), "inputs": image.inputs,
+                     "built_at": image.built_at})
+    else:
+        print(f"{image.suite}: kernel {image.release}, {image.rootfs} (built {image.built_at})")
+    return 0
+
+
+def cmd_vm(args) -> int:
+    from .vm import guest
+
+    cmd = list(args.cmd)
+    if not cmd:
+        raise KprobegenError("no command given: put it after --, e.g. kprobegen vm --image bookworm -- uname -r")
+    say = _progress(args)
+    image = guest.build_image(args.image, progress=say)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def forward(stream):
+        def write(chunk: bytes) -> None:
+            stream.write(chunk)
+            stream.flush()
+        return write
+
+    sys.stdout.flush()
+    run = guest.run(image, cmd, add=_add_pairs(args.add), timeout=args.timeout, accel=args.accel,
+                    memory_mb=args.memory, stdout=forward(out), stderr=forward(err), progress=say)
+    run.raise_for_status()
+    if run.exit_code is None:
+        raise KprobegenError("the guest finished without the command's exit code")
+    return run.exit_code
+
+
+def _add_pairs(items: list[str]) -> list[tuple[Path, str]]:
+    """--add HOST[:GUEST] values as (host path, guest path); the host path must exist."""
+    pairs = []
+    for item in items:
+        host, _, guest = item.partition(":")
+        if not Path(host).exists():
+            raise KprobegenError(f"--add {item}: {host} does not exist")
+        pairs.append((Path(host), guest or f"/{Path(host).name}"))
+    return pairs
 
 
 # ------------------------------------------------------------------------------- doctor
@@ -486,6 +532,31 @@ def parser() -> argparse.ArgumentParser:
                    help="ask the mirror for a newer kernel even when the suite was fetched before")
     json_arg(q, "the fetched kernel")
     q.set_defaults(func=cmd_kernels_fetch)
+
+    p = sub.add_parser("image", help="the full Debian guest image (a real userland, for host mode in a VM)")
+    isub = p.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")
+    q = isub.add_parser("build", help="build (or reuse) the guest image of a Debian suite in the cache")
+    q.add_argument("suite", nargs="?", default="bookworm", choices=("bookworm", "trixie"),
+                   help="Debian suite of the image (default bookworm)")
+    q.add_argument("--rebuild", action="store_true",
+                   help="build again even when the inputs are unchanged (takes the archive's newest packages)")
+    json_arg(q, "the image's files and kernel")
+    q.set_defaults(func=cmd_image_build)
+
+    p = sub.add_parser("vm", help="run a command as root in the full Debian guest (copy-on-write, no network)",
+                       description="Boot the full Debian guest (its own cloud kernel, the image as a "
+                                   "copy-on-write root, no network device), run CMD as root, stream its "
+                                   "output, and exit with its exit code. The image is built first if "
+                                   "needed (minutes, once).")
+    p.add_argument("--image", default="bookworm", choices=("bookworm", "trixie"),
+                   help="the guest image's suite (default bookworm)")
+    p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]",
+                   help="copy a file or folder into the guest (default guest path: /NAME; relative: under /root)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the guest is killed (default 600)")
+    p.add_argument("--memory", type=int, default=1024, help="guest memory in MiB (default 1024)")
+    accel_arg(p)
+    p.add_argument("cmd", nargs="*", help="-- CMD [ARGS...]: the command, run as root in the guest")
+    p.set_defaults(func=cmd_vm)
 
     p = sub.add_parser("doctor", help="what this machine has for build and run: qemu, KVM, kernels, headers")
     p.add_argument("--reset-kvm", action="store_true",

@@ -40,22 +40,26 @@ def find_qemu() -> str:
     return path
 
 
-def kernel_cmdline() -> str:
-    return " ".join(
-        [
-            "console=ttyS0",      # the kernel console on the first serial port
-            "quiet",              # keep pr_info off the console: the log is read with dmesg
-            "panic=-1",           # reboot at once on panic; -no-reboot turns that into an exit
-            "log_buf_len=4M",     # the cloud kernel's 128 KiB buffer would drop early reports
+def kernel_cmdline(*extra: str) -> str:
+    """The kernel command line of the disposable busybox VM, or, with ``extra``, the common
+    part followed by ``extra`` (the full guest boots its disk instead of /init)."""
+    common = [
+        "console=ttyS0",      # the kernel console on the first serial port
+        "quiet",              # keep pr_info off the console: the log is read with dmesg
+        "panic=-1",           # reboot at once on panic; -no-reboot turns that into an exit
+        "log_buf_len=4M",     # the cloud kernel's 128 KiB buffer would drop early reports
+        "nokaslr",            # stable addresses between runs (easier to read oopses)
+        "tsc=reliable",       # skip the TSC watchdog calibration under TCG
+        "no_timer_check",     # skip the IO-APIC timer check (slow under TCG)
+        "mitigations=off",    # a disposable VM: no need to pay for them
+        "i8042.noaux",        # no PS/2 mouse probing
+    ]
+    if not extra:
+        extra = (
             "rdinit=/init",       # our busybox script, straight from the initramfs
-            "nokaslr",            # stable addresses between runs (easier to read oopses)
-            "tsc=reliable",       # skip the TSC watchdog calibration under TCG
-            "no_timer_check",     # skip the IO-APIC timer check (slow under TCG)
-            "mitigations=off",    # a disposable VM: no need to pay for them
-            "i8042.noaux",        # no PS/2 mouse probing
             "8250.nr_uarts=2",    # only ttyS0 and ttyS1 exist
-        ]
-    )
+        )
+    return " ".join([*common, *extra])
 
 
 def qemu_argv(
@@ -66,11 +70,19 @@ def qemu_argv(
     data_log: Path,
     accel: str,
     memory_mb: int = 512,
+    append: str | None = None,
+    disks: tuple[tuple[Path, bool], ...] = (),
+    stream_logs: tuple[Path, ...] = (),
 ) -> list[str]:
-    """The whole qemu command line, one commented list (drgn's vmtest style)."""
+    """The whole qemu command line, one commented list (drgn's vmtest style).
+
+    ``append`` replaces the busybox VM's kernel command line; ``disks`` are (file, writable)
+    raw virtio disks, /dev/vda first (a writable one is used copy-on-write: qemu's snapshot
+    mode keeps every write in a temporary file, so the file itself never changes); each of
+    ``stream_logs`` is one more serial port (ttyS2, ttyS3, ...) written to that file."""
     if accel not in ("kvm", "tcg"):
         raise VMError(f"accel must be 'kvm' or 'tcg' here, not {accel!r}")
-    return [
+    argv = [
         find_qemu(),
         # Nothing we did not ask for: no NIC, no VGA, no default serial/parallel/monitor.
         "-nodefaults",
@@ -92,7 +104,7 @@ def qemu_argv(
         "-m", str(memory_mb),
         "-kernel", str(kernel_image),
         "-initrd", str(initrd),
-        "-append", kernel_cmdline(),
+        "-append", append if append is not None else kernel_cmdline(),
         # ttyS0: kernel console, to a file (its tail is shown for failed runs).
         "-chardev", f"file,id=console,path={console_log}",
         "-serial", "chardev:console",
@@ -100,6 +112,14 @@ def qemu_argv(
         "-chardev", f"file,id=data,path={data_log}",
         "-serial", "chardev:data",
     ]
+    for i, (path, writable) in enumerate(disks):
+        # virtio-blk, raw; snapshot=on: writes go to a temporary overlay and vanish with qemu.
+        mode = "snapshot=on" if writable else "readonly=on"
+        argv += ["-drive", f"file={str(path).replace(',', ',,')},format=raw,if=virtio,{mode},id=disk{i}"]
+    for i, path in enumerate(stream_logs):
+        # ttyS2, ttyS3, ...: raw byte streams (the guest sets the ports raw), e.g. stdout/stderr.
+        argv += ["-chardev", f"file,id=stream{i},path={path}", "-serial", f"chardev:stream{i}"]
+    return argv
 
 
 def _die_with_parent() -> None:
@@ -115,18 +135,24 @@ def _die_with_parent() -> None:
 
 @dataclass
 class QemuProcess:
-    """A running qemu in its own process group, with its two serial logs."""
+    """A running qemu in its own process group, with its serial logs: the console, the data
+    channel, and ``stream_logs`` (ttyS2, ... : the full guest's stdout and stderr)."""
 
     argv: list[str]
     console_log: Path
     data_log: Path
     stderr_log: Path
+    stream_logs: tuple[Path, ...] = ()
     proc: subprocess.Popen | None = None
     started: float = 0.0
-    _offsets: dict[str, int] = field(default_factory=lambda: {"console": 0, "data": 0})
+    _offsets: dict[str, int] = field(default_factory=dict)
+
+    def _logs(self) -> dict[str, Path]:
+        return {"console": self.console_log, "data": self.data_log,
+                **{f"stream{i}": p for i, p in enumerate(self.stream_logs)}}
 
     def start(self) -> None:
-        for p in (self.console_log, self.data_log):
+        for p in self._logs().values():
             p.write_bytes(b"")
         self.started = time.monotonic()
         with open(self.stderr_log, "wb") as err:
@@ -138,18 +164,18 @@ class QemuProcess:
                 start_new_session=True,  # own process group: killed as a whole
                 preexec_fn=_die_with_parent,
             )
-        self._offsets = {"console": 0, "data": 0}
+        self._offsets = dict.fromkeys(self._logs(), 0)
 
     def read_new(self, which: str) -> bytes:
-        """Bytes appended to the console or data log since the last call."""
-        path = self.console_log if which == "console" else self.data_log
+        """Bytes appended to a log ("console", "data", "stream0", ...) since the last call."""
+        path = self._logs()[which]
         try:
             with open(path, "rb") as f:
-                f.seek(self._offsets[which])
+                f.seek(self._offsets.get(which, 0))
                 chunk = f.read()
         except FileNotFoundError:
             return b""
-        self._offsets[which] += len(chunk)
+        self._offsets[which] = self._offsets.get(which, 0) + len(chunk)
         return chunk
 
     def poll(self) -> int | None:

@@ -281,26 +281,40 @@ class _Session:
 _PROGRESS = {"loading": "loading", "running": "running", "unloading": "collecting"}
 
 
-def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str | None,
-          progress: Callable[[str], None] | None, memory_mb: int = 512) -> _Session:
+def _boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str | None,
+          progress: Callable[[str], None] | None, memory_mb: int = 512, append: str | None = None,
+          disks: tuple[tuple[Path, bool], ...] = (), streams: int = 0,
+          on_output: Callable[[int, bytes], None] | None = None, report: bool = True) -> _Session:
     """Boot once, or twice under auto: a KVM boot that does not reach the guest's /init (it
     hangs, qemu exits or aborts, KVM refuses) is killed, the verdict remembered for this boot
-    of the host, and the same initramfs boots again under TCG. Follow the protocol to the end."""
+    of the host, and the same initramfs boots again under TCG. Follow the protocol to the end.
+
+    ``append`` and ``disks`` go to qemu_argv (the full guest); ``streams`` more serial ports
+    are followed as byte streams, each new chunk handed to ``on_output(index, bytes)``; a
+    guest that sends no report blob (``report=False``) is not counted as lost for it."""
     plan = _qemu.accel_plan(accel)
     probing = len(plan) > 1  # auto with KVM still worth a try
     t_begin = time.monotonic()
     deadline = t_begin + timeout
     kvm_probe: float | None = None
-    image = boot_image(kernel)
     for acc in plan:
         s = _Session(accel=acc)
         console, data = workdir / f"console-{acc}.log", workdir / f"data-{acc}.log"
+        stream_logs = tuple(workdir / f"stream{i}-{acc}.log" for i in range(streams))
         q = _qemu.QemuProcess(
-            argv=_qemu.qemu_argv(kernel_image=image, initrd=initrd, console_log=console,
-                                 data_log=data, accel=acc, memory_mb=memory_mb),
+            argv=_qemu.qemu_argv(kernel_image=kernel_image, initrd=initrd, console_log=console,
+                                 data_log=data, accel=acc, memory_mb=memory_mb, append=append,
+                                 disks=disks, stream_logs=stream_logs),
             console_log=console, data_log=data, stderr_log=workdir / f"qemu-{acc}.log",
+            stream_logs=stream_logs,
         )
         s.argv = q.argv
+
+        def pump(q=q) -> None:
+            for i in range(streams):
+                chunk = q.read_new(f"stream{i}")
+                if chunk and on_output is not None:
+                    on_output(i, chunk)
 
         def on_tag(tag, args, s=s):
             now = time.monotonic()
@@ -319,7 +333,8 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
         s.marks["start"] = q.started
         probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and probing) else None
         try:
-            kvm_failed = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout)
+            kvm_failed = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout,
+                                 pump=pump)
         finally:
             q.kill()  # on every way out, KeyboardInterrupt included: no qemu outlives its run
         if kvm_failed:
@@ -329,7 +344,7 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
             _qemu.record_kvm_verdict("works")
         s.marks["exit"] = time.monotonic()
         s.blobs, s.blob_errors = _untar(proto.blobs), proto.blob_errors
-        if s.status == "ok" and "report" not in proto.blobs and not s.blob_errors:
+        if report and s.status == "ok" and "report" not in proto.blobs and not s.blob_errors:
             s.blob_errors = ["the guest said DONE but sent no report"]
         if not kvm_failed:
             break
@@ -343,21 +358,24 @@ def _boot(kernel, initrd: Path, workdir: Path, nonce: str, *, timeout: float, ac
 
 
 def _follow(q: _qemu.QemuProcess, proto: _Protocol, s: _Session, *, probe_until: float | None,
-            deadline: float, timeout: float) -> str:
+            deadline: float, timeout: float, pump: Callable[[], None] = lambda: None) -> str:
     """Poll the serial logs until DONE, qemu's exit, the KVM probe's end or the deadline; set
-    s.status / s.reason. While probing KVM (``probe_until`` set), a boot that has not reached
-    /init when qemu exits or the probe time runs out returns why, in one line (fall back to
-    TCG); otherwise "" ."""
+    s.status / s.reason; ``pump()`` forwards the byte streams on every poll. While probing KVM
+    (``probe_until`` set), a boot that has not reached /init when qemu exits or the probe time
+    runs out returns why, in one line (fall back to TCG); otherwise "" ."""
     while True:
+        pump()
         proto.feed(q.read_new("data"))
         s.console += q.read_new("console")
         if "DONE" in s.marks:
+            pump()
             q.wait(10.0)  # poweroff -f follows at once
             s.status = "ok"
             return ""
         rc = q.poll()
         if rc is not None:
             # qemu is gone: read what it wrote last, then decide what happened.
+            pump()
             proto.feed(q.read_new("data") + b"\n")
             s.console += q.read_new("console")
             if "DONE" in s.marks:
@@ -487,7 +505,7 @@ def _boot_init(kernel, init: dict, *, mods=(), add=(), keep_workdir: bool = Fals
             _add_tree(ir, Path(host), _guest_path(guest))
         initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
         t_written = time.monotonic()
-        s = _boot(kernel, initrd, workdir, nonce, **boot)
+        s = _boot(boot_image(kernel), initrd, workdir, nonce, **boot)
     finally:
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
