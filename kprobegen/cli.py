@@ -237,6 +237,69 @@ def _write_file(path: Path, data: bytes) -> None:
         raise KprobegenError(f"{path}: cannot write: {exc.strerror}") from None
 
 
+# ------------------------------------------------------------------------------- host mode
+
+def cmd_load(args) -> int:
+    from . import host
+
+    target = Path(args.target)
+    if target.is_dir():
+        kos = sorted(target.glob("*.ko"))
+        if len(kos) != 1:
+            raise KprobegenError(f"{target}: expected one .ko in the folder, found {len(kos)}")
+        target = kos[0]
+    if target.suffix == ".ko":
+        loaded = host.load_ko(target)
+    else:
+        loaded = host.load_spec(target, progress=_progress(args))
+    if args.json:
+        _print_json(loaded.to_json())
+    else:
+        print(f"loaded {loaded.name} into {loaded.kernel}; `kprobegen snapshot {loaded.name}` for live counts, "
+              f"`kprobegen unload {loaded.name}` for the final ones")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from . import host
+
+    modules = host.loaded()
+    if args.json:
+        _print_json([m.to_json() for m in modules])
+        return 0
+    if not modules:
+        print("no kprobegen module is loaded")
+        return 0
+    print(f"{'MODULE':32} {'LOADED AT':21} SPEC")
+    for m in modules:
+        print(f"{m.name:32} {m.loaded_at or '?':21} {m.spec or m.ko or '-'}")
+    return 0
+
+
+def cmd_snapshot(args) -> int:
+    from . import host
+    from .report import format_results
+
+    results = host.snapshot(args.module)
+    if args.json:
+        _print_json(results.to_json())
+    else:
+        sys.stdout.write(format_results([results], top=args.top))
+    return 0
+
+
+def cmd_unload(args) -> int:
+    from . import host
+    from .report import format_results
+
+    results = host.unload(args.module)
+    if args.json:
+        _print_json(results.to_json())
+    else:
+        sys.stdout.write(format_results([results], top=args.top))
+    return 0
+
+
 # ------------------------------------------------------------------------------- full guest
 
 def cmd_image_build(args) -> int:
@@ -532,6 +595,26 @@ def parser() -> argparse.ArgumentParser:
                    help="ask the mirror for a newer kernel even when the suite was fetched before")
     json_arg(q, "the fetched kernel")
     q.set_defaults(func=cmd_kernels_fetch)
+
+    p = sub.add_parser("load", help="on this machine: check, build against the running kernel, insmod; it stays loaded")
+    p.add_argument("target", metavar="SPEC|DIR|FILE.ko",
+                   help="a spec (built here against /lib/modules/$(uname -r)/build), or a kprobegen .ko built "
+                        "for this kernel elsewhere (a folder holding one)")
+    json_arg(p, "the loaded module")
+    p.set_defaults(func=cmd_load)
+    p = sub.add_parser("list", help="the kprobegen modules loaded on this machine")
+    json_arg(p, "the modules")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("snapshot", help="live counts of a loaded module (no unload, nothing in the kernel log)")
+    p.add_argument("module", help="the module's name")
+    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    json_arg(p, "the results (docs/results.md)")
+    p.set_defaults(func=cmd_snapshot)
+    p = sub.add_parser("unload", help="rmmod a kprobegen module and print its final counts")
+    p.add_argument("module", help="the module's name")
+    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    json_arg(p, "the final results (docs/results.md)")
+    p.set_defaults(func=cmd_unload)
 
     p = sub.add_parser("image", help="the full Debian guest image (a real userland, for host mode in a VM)")
     isub = p.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

@@ -1,0 +1,325 @@
+"""Host mode: load, list, snapshot and unload kprobegen modules on the running kernel.
+
+On a machine that can load modules (a server, a Vagrant box, the full Debian guest), a spec is
+checked against the running kernel's own symbol table (``/proc/kallsyms`` and the kprobe
+blacklist), built against ``/lib/modules/$(uname -r)/build``, and inserted; it stays loaded
+while work happens. What is loaded is read from the kernel, never from a file of ours alone:
+
+* a kprobegen module carries ``MODULE_INFO(kprobegen_protocol, …)`` (checked in a ``.ko`` before
+  it is loaded) and, once loaded, its own debugfs folder ``/sys/kernel/debug/kprobegen/<module>/``
+  whose ``report`` file prints a report frame, summed over CPUs, each time it is read: live
+  counts without the kernel log. A module without that folder is not ours: never listed, never
+  unloaded;
+* ``/run/kprobegen/<module>.json`` (written atomically at load, removed at unload) adds what
+  the kernel does not know: the spec file, the .ko, when it was loaded.
+
+Unloading is ``rmmod``; the final report is the module's last frame in ``/dev/kmsg``, where
+the facility of every record shows that the kernel wrote it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sh
+
+from kprobegen.errors import LoadError
+
+DEBUGFS = Path("/sys/kernel/debug")
+REPORTS = DEBUGFS / "kprobegen"
+STATE = Path("/run/kprobegen")
+#: The modinfo key every generated module carries.
+MARK = "kprobegen_protocol"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    """A kprobegen module loaded in the running kernel."""
+
+    name: str
+    kernel: str                 # the running kernel's release
+    loaded_at: str | None       # UTC, ISO 8601 (None when loaded by something else than kprobegen)
+    spec: str | None            # the spec file it was built from, when kprobegen loaded it
+    ko: str | None
+
+    def to_json(self) -> dict:
+        return {"module": self.name, "kernel": self.kernel, "loaded_at": self.loaded_at,
+                "spec": self.spec, "ko": self.ko}
+
+
+def release() -> str:
+    return os.uname().release
+
+
+def cannot_load() -> str | None:
+    """Why modules cannot be loaded here (one line), or None when they can."""
+    if not Path("/proc/modules").exists():
+        return f"kernel {release()} has no module support (CONFIG_MODULES is not set)"
+    try:
+        with open("/proc/kallsyms") as symbols:
+            if not any(line.rstrip().endswith(" register_kprobe") for line in symbols):
+                return f"kernel {release()} has no kprobes (CONFIG_KPROBES is not set)"
+    except OSError as exc:
+        return f"cannot read /proc/kallsyms: {exc.strerror}"
+    if os.geteuid() != 0:
+        return "loading modules needs root (run kprobegen as root, or through the kprobegen service)"
+    try:
+        lockdown = Path("/sys/kernel/security/lockdown").read_text()
+    except OSError:
+        lockdown = ""
+    mode = re.search(r"\[(\w+)\]", lockdown)
+    if mode and mode.group(1) in ("integrity", "confidentiality"):
+        return f"kernel lockdown is {mode.group(1)}: only signed modules load, and kprobegen's are not signed"
+    if Path("/proc/sys/kernel/modules_disabled").exists() and \
+            Path("/proc/sys/kernel/modules_disabled").read_text().strip() == "1":
+        return "module loading is disabled until reboot (kernel.modules_disabled=1)"
+    return None
+
+
+def _require_loading() -> None:
+    why = cannot_load()
+    if why:
+        raise LoadError(f"cannot load modules on this machine: {why}")
+
+
+def _mount_debugfs() -> None:
+    if not (DEBUGFS / "kprobes").exists():
+        try:
+            sh.mount("-t", "debugfs", "debugfs", str(DEBUGFS))
+        except sh.ErrorReturnCode as exc:
+            raise LoadError(f"debugfs is not mounted at {DEBUGFS} and mounting it failed: "
+                            f"{exc.stderr.decode(errors='replace').strip()}") from None
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise LoadError(f"{name!r} is not a module name (a C identifier of at most 56 characters)")
+    return name
+
+
+def is_loaded(name: str) -> bool:
+    return Path("/sys/module", name).exists()
+
+
+def is_ours(name: str) -> bool:
+    return (REPORTS / name / "report").exists()
+
+
+def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
+    """insmod a kprobegen module built for the running kernel; refused unless it carries the
+    kprobegen mark and its vermagic names this kernel. Loading a module that is loaded is an
+    error that says so."""
+    from kprobegen.vm import modinfo
+
+    ko = Path(ko).resolve()
+    if not ko.is_file():
+        raise LoadError(f"{ko}: no such module file")
+    _require_loading()
+    info = modinfo(ko)
+    name = _check_name(info.get("name") or ko.name.removesuffix(".ko").replace("-", "_"))
+    if MARK not in info:
+        raise LoadError(f"{ko}: not a kprobegen module (no {MARK} in its modinfo): kprobegen loads only its own")
+    vermagic = info.get("vermagic", "").split(" ")[0]
+    if vermagic != release():
+        raise LoadError(f"{ko} was built for kernel {vermagic or '(no vermagic)'}, this machine runs {release()}: "
+                        f"rebuild it here (kprobegen load SPEC) or for {release()}")
+    if is_loaded(name):
+        why = "by kprobegen" if is_ours(name) else "and it is not a kprobegen module"
+        raise LoadError(f"module {name} is already loaded {why}: unload it first (kprobegen unload {name})")
+    _mount_debugfs()
+    mark = _kmsg_end()
+    try:
+        sh.insmod(str(ko))
+    except sh.ErrorReturnCode as exc:
+        reason = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["insmod failed"]
+        kernel_says = [r.text for r in _kmsg_after(mark) if name in r.text or "kprobe" in r.text][-3:]
+        raise LoadError(f"insmod {name} failed: {reason[0]}" + (f"; kernel: {'; '.join(kernel_says)}" if kernel_says
+                                                                  else "")) from None
+    loaded = LoadedModule(name, release(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          str(Path(spec).resolve()) if spec else None, str(ko))
+    _write_state(loaded)
+    return loaded
+
+
+def _write_state(loaded: LoadedModule) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    tmp = STATE / f".{loaded.name}.json.{os.getpid()}"
+    tmp.write_text(json.dumps(loaded.to_json(), indent=2) + "\n")
+    os.replace(tmp, STATE / f"{loaded.name}.json")
+
+
+def _state(name: str) -> dict:
+    try:
+        data = json.loads((STATE / f"{name}.json").read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def loaded() -> list[LoadedModule]:
+    """The kprobegen modules loaded now, by name (modules not made by kprobegen never appear)."""
+    if not REPORTS.is_dir():
+        return []
+    out = []
+    for d in sorted(REPORTS.iterdir()):
+        if is_loaded(d.name) and (d / "report").exists():
+            st = _state(d.name)
+            out.append(LoadedModule(d.name, release(), st.get("loaded_at"), st.get("spec"), st.get("ko")))
+    return out
+
+
+def _ours(name: str) -> None:
+    _check_name(name)
+    if not is_loaded(name):
+        raise LoadError(f"module {name} is not loaded")
+    if not is_ours(name):
+        raise LoadError(f"module {name} is not a kprobegen module (no {REPORTS / name}): kprobegen leaves it alone")
+
+
+def snapshot_text(name: str) -> str:
+    """The module's live report frame, read from its debugfs file (no kernel log involved)."""
+    _ours(name)
+    try:
+        return (REPORTS / name / "report").read_text(errors="replace")
+    except OSError as exc:
+        raise LoadError(f"reading {REPORTS / name / 'report'} failed: {exc.strerror}") from None
+
+
+def snapshot(name: str):
+    """Live counts of a loaded module: its Results, summed over CPUs at read time."""
+    from kprobegen.report import parse_log
+
+    return _latest(parse_log(snapshot_text(name)), name, "snapshot")
+
+
+def unload(name: str):
+    """rmmod the module, then its final report from /dev/kmsg (Results). A module that cannot
+    be removed (in use) stays loaded and the kernel's reason is raised."""
+    from kprobegen.report import parse_log
+
+    _ours(name)
+    try:
+        sh.rmmod(name)
+    except sh.ErrorReturnCode as exc:
+        raise LoadError(f"rmmod {name} failed: {exc.stderr.decode(errors='replace').strip() or 'no reason given'}; "
+                        "it stays loaded") from None
+    (STATE / f"{name}.json").unlink(missing_ok=True)
+    log = "".join(r.raw for r in _kmsg_records())
+    return _latest(parse_log(log), name, "unload")
+
+
+def _latest(log, name: str, what: str):
+    results = log.results(module=name)
+    if not results:
+        raise LoadError(f"no {what} report of {name} found"
+                        + (f": {'; '.join(log.problems)}" if getattr(log, "problems", None) else ""))
+    return results[-1]
+
+
+# -- /dev/kmsg ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _KmsgRecord:
+    seq: int
+    text: str
+    raw: str      # the record as /dev/kmsg gave it ("PRI,SEQ,TS,FLAGS;text\n")
+
+
+def _kmsg_records(after: int = -1) -> list[_KmsgRecord]:
+    """Every record in the kernel's log buffer now (with a sequence number above ``after``),
+    read from /dev/kmsg without blocking."""
+    out = []
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                data = os.read(fd, 16384)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    break
+                if exc.errno == errno.EPIPE:  # records overwritten while reading: go on
+                    continue
+                raise
+            if not data:
+                break
+            raw = data.decode(errors="replace")
+            head, _, text = raw.partition(";")
+            fields = head.split(",")
+            try:
+                seq = int(fields[1])
+            except (IndexError, ValueError):
+                continue
+            if seq > after:
+                out.append(_KmsgRecord(seq, text.split("\n", 1)[0], raw if raw.endswith("\n") else raw + "\n"))
+    finally:
+        os.close(fd)
+    return out
+
+
+def _kmsg_end() -> int:
+    records = _kmsg_records()
+    return records[-1].seq if records else -1
+
+
+def _kmsg_after(mark: int) -> list[_KmsgRecord]:
+    return _kmsg_records(after=mark)
+
+
+# -- from a spec --------------------------------------------------------------------------
+
+def running_profile():
+    """The running kernel's profile: /proc/kallsyms, the kprobe blacklist, its config."""
+    from kprobegen.symbols import profile_from_raw
+
+    _mount_debugfs()
+    raw = {"kallsyms": Path("/proc/kallsyms").read_bytes()}
+    blacklist = DEBUGFS / "kprobes" / "blacklist"
+    if blacklist.exists():
+        raw["blacklist"] = blacklist.read_bytes()
+    config = Path(f"/boot/config-{release()}")
+    if config.is_file():
+        raw["config"] = config.read_bytes()
+    return profile_from_raw(release(), raw)
+
+
+def build_dir() -> Path:
+    """/lib/modules/$(uname -r)/build, or a BuildError naming the headers package."""
+    from kprobegen.kbuild import missing_tree_error
+
+    tree = Path(f"/lib/modules/{release()}/build")
+    if not (tree / "Makefile").is_file():
+        raise missing_tree_error(tree, release())
+    return tree
+
+
+def load_spec(spec_path: str | Path, *, progress=None) -> LoadedModule:
+    """Check the spec's symbols against the running kernel, build it against the running
+    kernel's headers, and insmod it. The module stays loaded."""
+    from kprobegen.kbuild import build
+    from kprobegen.kernels import cache_dir
+    from kprobegen.spec import load_spec as read_spec
+
+    say = progress or (lambda message: None)
+    spec = read_spec(spec_path)
+    _require_loading()
+    tree = build_dir()
+    if is_loaded(spec.module):
+        why = "by kprobegen" if is_ours(spec.module) else "and it is not a kprobegen module"
+        raise LoadError(f"module {spec.module} is already loaded {why}: unload it first "
+                        f"(kprobegen unload {spec.module})")
+    profile = running_profile()
+    if spec.has_globs:
+        spec = spec.expand(profile.expand)
+    for hook in spec.hooks:
+        profile.check(hook.symbol)
+    say(f"building {spec.module} against {tree}")
+    built = build(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
+    say(f"loading {built.ko}")
+    return load_ko(built.ko, spec=spec_path)
