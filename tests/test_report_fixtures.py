@@ -214,5 +214,5 @@ def test_real_capture_cut_by_a_wrapped_ring_buffer():
     lat = p.results("sync_latency", all=True)
     assert [(r.complete, r.lost_lines, r.kernel, r.report) for r in lat] == [(False, 1, None, 0)]
     assert p.problems[0].startswith("sync_latency: SEQ 0..1 not in the log (2 line(s)")
-    with pytest.raises(ReportError, match="not one line from openat_by_cat among 11 kprobegen/1 line.s., modules found: sync_latency, sync_counter"):
+    with pytest.raises(ReportError, match="not one line from openat_by_cat among 11 protocol line.s., modules found: sync_latency, sync_counter"):
         p.results("openat_by_cat")
