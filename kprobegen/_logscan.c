@@ -4,7 +4,7 @@
  * scan(text, other_version, kmsg_rest) does what kprobegen/report.py's _scan_py does and
  * returns the same value: ({module: [(seq, type, fields, lineno), ...]}, {name: count},
  * prefixed lines, lines, [(lineno, why refused), ...], lines from a form that cannot tell
- * who wrote them). Python spends about 1 us per protocol line on this (finding the
+ * who wrote them, lines told by their syslog tag alone). Python spends about 1 us per protocol line on this (finding the
  * line, partition, split, int(), the tuple, the module's list); here it is the tuple and its
  * strings, ~0.15 us. Everything after this stage (instances, frames, Results) stays in
  * report.py, so there is one place where the protocol's meaning lives.
@@ -77,6 +77,7 @@ struct scan {
     PyObject *unrecognised;     /* name -> count */
     PyObject *rejected;         /* [(lineno, why)] */
     Py_ssize_t untold;          /* lines from a form that does not show who wrote them */
+    Py_ssize_t tagged;          /* lines told by their syslog tag "kernel:" alone */
     PyObject *other_version;    /* callables from report.py */
     PyObject *kmsg_rest;
     Py_ssize_t records;
@@ -310,8 +311,9 @@ static const char *rfind_space(const char *s, const char *e)
 }
 
 /* Who wrote a line whose text before the prefix is [s, e) (not empty, not starting with a
- * space or tab): NULL to take it (sc->untold counts those from a form that cannot tell),
- * else why it is refused. report.py's _origin and _untold, rule for rule. */
+ * space or tab): NULL to take it (sc->untold counts those from a form that cannot tell,
+ * sc->tagged those told by a syslog tag alone), else why it is refused. report.py's
+ * _origin and _told, rule for rule. */
 static const char *origin(struct scan *sc, const char *s, const char *e)
 {
     unsigned long pri;
@@ -347,11 +349,15 @@ static const char *origin(struct scan *sc, const char *s, const char *e)
         return R_USER;
     if (!ts_only(colon + 2, e))
         return R_PLACE;
+    int fac = -1;
     if (tag - s >= 2) {                                     /* busybox "kern.info kernel:" */
         const char *p = rfind_space(s, tag - 1);
-        if (fac_level(p ? p + 1 : s, tag - 1) == 0)
+        fac = fac_level(p ? p + 1 : s, tag - 1);
+        if (fac == 0)
             return R_USER;
     }
+    if (fac != 1)
+        sc->tagged++;                                       /* the tag alone */
     return NULL;
 }
 
@@ -629,8 +635,8 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args)
             goto done;
         prefixed += v;
     }
-    out = Py_BuildValue("(OOnnOn)", sc.per_module, sc.unrecognised, prefixed, nlines,
-                        sc.rejected, sc.untold);
+    out = Py_BuildValue("(OOnnOnn)", sc.per_module, sc.unrecognised, prefixed, nlines,
+                        sc.rejected, sc.untold, sc.tagged);
 done:
     for (int j = 0; j < sc.ncache; j++)
         Py_DECREF(sc.cache[j].name);
@@ -644,7 +650,7 @@ done:
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(text, other_version, kmsg_rest) -> (per_module, unrecognised, prefixed, lines, "
-     "rejected, untold), "
+     "rejected, untold, tagged), "
      "or None when text is not stored one byte per character."},
     {NULL, NULL, 0, NULL},
 };

@@ -445,7 +445,8 @@ def _kmsg_unescape(text: str) -> str:
 def _scan(text: str):
     """Find the protocol lines: ({module: [(seq, type, fields, lineno), ...]} in log order,
     {unrecognised name: count}, lines with the prefix, lines, [(lineno, why refused)],
-    lines taken from a log form that does not show who wrote them).
+    lines taken from a log form that does not show who wrote them, lines taken by their
+    syslog tag alone).
 
     The C scanner (kprobegen/_logscan.c, built with the package) does it when it is there
     and the text is stored one byte per character; ``_scan_py`` is the same in Python and
@@ -519,15 +520,26 @@ def _origin(head: str) -> str | None:
     return None
 
 
-def _untold(head: str) -> bool:
-    """A line ``_origin`` took: is it in a form that does not show who wrote it?"""
+def _told(head: str) -> int:
+    """How a line ``_origin`` took was told to be the kernel's: 0 its facility is shown,
+    1 the form cannot tell (no facility: dmesg, dmesg -T, a console), 2 by the syslog tag
+    ``kernel:`` alone (journalctl -k, a syslog file; in a syslog file anyone can log with that
+    tag: ``logger -t kernel``)."""
     if not head:
-        return True
+        return 1
     c = head[0]
     if ("0" <= c <= "9" and _KMSG_PRI_RE.match(head)) or (c == "<" and _RAW_PRI_RE.match(head)) \
             or ("a" <= c <= "z" and _DMESG_X_RE.match(head)):
-        return False
-    return _TS_RE.fullmatch(head) is not None or head.find(": ") < 0
+        return 0
+    if _TS_RE.fullmatch(head):
+        return 1
+    i = head.find(": ")
+    if i < 0:
+        return 1
+    j = head.rfind(" ", 0, i) + 1
+    if j >= 2 and _FAC_LEVEL_RE.fullmatch(head, head.rfind(" ", 0, j - 1) + 1, j - 1):
+        return 0                    # busybox syslogd shows the facility: "kern.info kernel:"
+    return 2
 
 
 def _checked(version: str, rest: str) -> tuple[str | None, str | None]:
@@ -569,7 +581,7 @@ def _scan_py(text: str):
     per_module: dict[str, list[tuple[int, str, str, int]]] = {}
     unrecognised: dict[str, int] = {}
     rejected: list[tuple[int, str]] = []
-    untold = 0
+    untold = [0, 0, 0]              # lines taken, by _told
     bad: dict[str, bool] = {}
     hits, nlines = _hit_lines(text)
     appenders: dict[str, object] = {}       # module → its list's append
@@ -592,12 +604,11 @@ def _scan_py(text: str):
             if why is not None:
                 rejected.append((lineno, why))
                 continue
-            if _untold(head):
-                untold += 1
+            untold[_told(head)] += 1
             if head[-1] == ";" and "\\" in line:
                 rest = _kmsg_rest(line, rest)
         else:
-            untold += 1
+            untold[1] += 1
         rest, why = _checked(version, rest)
         if why is not None:
             rejected.append((lineno, why))
@@ -626,7 +637,7 @@ def _scan_py(text: str):
         unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
     # every line with the prefix is a record, counted as unrecognised, or rejected
     nprefixed = sum(map(len, per_module.values())) + sum(unrecognised.values()) + len(rejected)
-    return per_module, unrecognised, nprefixed, nlines, rejected, untold
+    return per_module, unrecognised, nprefixed, nlines, rejected, untold[1], untold[2]
 
 
 def _hit_lines(text: str) -> tuple[Iterable[tuple[int, str]], int]:
@@ -1195,7 +1206,7 @@ def parse_log(text: str | bytes) -> LogParse:
 def _parse_log(text: str | bytes) -> LogParse:
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("latin-1")
-    per_module, unrecognised, nprefixed, nlines, refused, untold = _scan(text)
+    per_module, unrecognised, nprefixed, nlines, refused, untold, tagged = _scan(text)
     frames: list[Frame] = []
     events: list[Event] = []
     instances: list[Instance] = []
@@ -1228,6 +1239,11 @@ def _parse_log(text: str | bytes) -> LogParse:
                      f"them (no syslog facility: dmesg, dmesg -T, a console): a line that user "
                      f"space wrote to /dev/kmsg looks the same there. For a log that can tell, "
                      f"read /dev/kmsg, dmesg -r or -x, or journalctl -k")
+    if tagged:
+        notes.append(f"{tagged} protocol line(s) are told to be the kernel's by their syslog tag "
+                     f"'kernel:' alone: right for journalctl -k (the journal knows what the "
+                     f"kernel wrote), but in a syslog file any local user can log with that tag "
+                     f"(logger -t kernel); /dev/kmsg and dmesg -r or -x show the facility")
     return LogParse(frames, unrecognised, events, instances, failures, problems, dups,
                     nlines, nprefixed, rejected, untold, notes)
 

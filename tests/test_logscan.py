@@ -105,13 +105,14 @@ def test_same_values_and_types(logscan):
             "kprobegen/1 mod 18446744073709551615 end report=0 lines=0\n"
             "kprobegen/1 mod 18446744073709551616 end report=0 lines=0\n"
             "<12>[    1.0] kprobegen/1 mod 1 end report=0 lines=0\n")
-    per_module, unrecognised, prefixed, nlines, rejected, untold = c_scan(logscan, text)
+    per_module, unrecognised, prefixed, nlines, rejected, untold, tagged = c_scan(logscan, text)
     assert per_module == {"mod": [(0, "load", "kernel=6.1 hooks=1 protocol=1", 1),
                                   (18446744073709551615, "end", "report=0 lines=0", 3)]}
     assert [type(v) for v in per_module["mod"][0]] == [int, str, str, int]
     assert unrecognised == {"(bad module name or SEQ)": 1} and prefixed == 4 and nlines == 5
     assert rejected == [(5, report.R_USER)] and untold == 3
-    assert (per_module, unrecognised, prefixed, nlines, rejected, untold) == py_scan(text)
+    assert tagged == 0
+    assert (per_module, unrecognised, prefixed, nlines, rejected, untold, tagged) == py_scan(text)
 
 
 def _v2(body: str) -> str:
