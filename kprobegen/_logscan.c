@@ -227,9 +227,9 @@ static const char *pri_digits(const char *s, const char *e, unsigned long *pri)
 
 static const char *pri_origin(unsigned long pri, const char *after, const char *e)
 {
-    if (!ts_only(after, e))
-        return R_PLACE;
-    return pri < 8 ? NULL : R_USER;
+    if (pri >= 8)
+        return R_USER;
+    return ts_only(after, e) ? NULL : R_PLACE;
 }
 
 /* "/dev/kmsg" header "PRI,SEQ,TS,FLAGS;" at s: the end of it, or NULL. */
@@ -324,9 +324,9 @@ static const char *origin(struct scan *sc, const char *s, const char *e)
     if (*s == '<' && (c = pri_digits(s + 1, e, &pri)) != NULL && c < e && *c == '>')
         return pri_origin(pri, c + 1, e);                   /* dmesg -r */
     if (is_lower(*s) && (c = dmesg_x(s, e, &kern)) != NULL) {  /* dmesg -x */
-        if (!ts_only(c, e))
-            return R_PLACE;
-        return kern ? NULL : R_USER;
+        if (!kern)
+            return R_USER;
+        return ts_only(c, e) ? NULL : R_PLACE;
     }
     if (ts_only(s, e)) {                                    /* dmesg, dmesg -T */
         sc->untold++;

@@ -477,9 +477,9 @@ _FAC_LEVEL_RE = re.compile(r"([a-z0-9]+)\.(?:emerg|alert|crit|err|warn|warning|n
 
 
 def _pri_origin(digits: str, after: str) -> str | None:
-    if not _TS_RE.fullmatch(after):
-        return R_PLACE
-    return None if len(digits) <= 9 and int(digits) < 8 else R_USER
+    if len(digits) > 9 or int(digits) >= 8:
+        return R_USER
+    return None if _TS_RE.fullmatch(after) else R_PLACE
 
 
 def _origin(head: str) -> str | None:
@@ -500,9 +500,9 @@ def _origin(head: str) -> str | None:
     elif "a" <= c <= "z":
         m = _DMESG_X_RE.match(head)
         if m is not None:                                   # dmesg -x "fac   :level : [ts] "
-            if not _TS_RE.fullmatch(head, m.end()):
-                return R_PLACE
-            return None if m.group(1) == "kern" else R_USER
+            if m.group(1) != "kern":
+                return R_USER
+            return None if _TS_RE.fullmatch(head, m.end()) else R_PLACE
     if _TS_RE.fullmatch(head):
         return None                                         # dmesg, dmesg -T: cannot tell
     i = head.find(": ")
@@ -740,7 +740,8 @@ def _instances(module: str, recs):
       (the same lines captured twice);
     - any other run continues the latest instance it agrees with (lines that arrived out
       of SEQ order, or a second capture of the same lines); if it agrees with none, it is
-      an instance whose first lines are gone.
+      an instance whose first lines are gone. (When that is not the latest instance, the
+      two interleave in the log: a conflict, said by ``_conflicts``.)
     Records already present (same SEQ, same text) are duplicates and are dropped.
 
     The instances tried for a run are those holding one of its lines (an index of every
@@ -767,7 +768,6 @@ def _instances(module: str, recs):
     for run in runs:
         target = None
         starts_at_zero = run[0][0] == 0
-        last = len(insts) - 1
         for idx in (candidates(run) if insts else ()):
             ok, shared = _compatible(insts[idx], run)
             if not ok:
@@ -778,9 +778,10 @@ def _instances(module: str, recs):
                     target = idx
                     break
                 continue
-            if shared or idx == last:
-                target = idx
-                break
+            # the latest instance it agrees with, sharing a line or not: if that is not the
+            # last one, their lines interleave in the log and _conflicts says so
+            target = idx
+            break
         if target is None:
             if not insts and len(runs) == 1:     # the usual case: one load, seen once
                 insts.append(_Ordered(run))
