@@ -102,6 +102,8 @@ _BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]{1,18}) high=(in
 
 
 _SEQ = itemgetter(0)
+_LINE = itemgetter(3)
+_LOAD_RE = re.compile(r"kernel=([^ =]*) hooks=([0-9]{1,19}) protocol=([0-9]{1,19})")
 # hook and hist records exactly as the C template prints them (a value holds no space, no
 # '=' and no tab, as _fields would read it); checked and converted like the general path
 _HOOK_RE = re.compile(r"name=([^ =\t]*) probe=([^ =\t]*) symbol=([^ =\t]*) hits=([^ =\t]*) "
@@ -745,8 +747,9 @@ def _instances(module: str, recs):
     Records already present (same SEQ, same text) are duplicates and are dropped.
 
     The instances tried for a run are those holding one of its lines (an index of every
-    line: the latest instance holding it) and the latest ``_LOOKBACK`` ones, newest first,
-    at most ``2 * _LOOKBACK`` in all: linear in the log whatever it holds.
+    line: the latest instance holding it) and, for a run not from SEQ 0, the latest
+    ``_LOOKBACK`` ones; newest first, at most ``2 * _LOOKBACK`` in all: linear in the log
+    whatever it holds.
     """
     insts: list[dict[int, Record]] = []
     first_lines: list[int] = []
@@ -754,10 +757,13 @@ def _instances(module: str, recs):
     held: dict[tuple, int] = {}          # (SEQ, type, text) → the latest instance holding it
 
     def candidates(run) -> list[int]:
-        n = len(insts)
         found = {held.get((r[0], r[1], r[2].rstrip()), -1) for r in run}
         found.discard(-1)
-        found.update(range(max(n - _LOOKBACK, 0), n))
+        if run[0][0] != 0:
+            # a run from SEQ 0 joins only an instance it shares a line with (see below);
+            # any other run may continue one it shares nothing with
+            n = len(insts)
+            found.update(range(max(n - _LOOKBACK, 0), n))
         return sorted(found, reverse=True)[:2 * _LOOKBACK]
 
     def hold(idx: int, run) -> None:
@@ -806,6 +812,12 @@ def _instances(module: str, recs):
         else:
             load = recmap.get(0)
         if load is not None and load[1] == "load":
+            m = _LOAD_RE.fullmatch(load[2])
+            if m is not None:       # as the C template prints it
+                inst.kernel = _kernel(m.group(1))
+                inst.hooks = int(m.group(2))
+                out.append(inst)
+                continue
             try:
                 d = _fields(load[2])
                 inst.kernel = _kernel(d["kernel"]) if "kernel" in d else None
@@ -919,7 +931,7 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
             if rec[0] != 0:
                 unrecognised["load (not at SEQ 0)"] = unrecognised.get("load (not at SEQ 0)", 0) + 1
                 second_loads.append(rec)
-            else:
+            elif _LOAD_RE.fullmatch(rec[2]) is None:
                 try:
                     _need(_fields(rec[2]), "kernel", "hooks", "protocol")
                 except ValueError as e:
@@ -939,6 +951,8 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
         body = _body(ordered, bstart, len(ordered), dirty)
         frames.append(_make_frame(inst, begin, None, body, cut(begin, body, bstart)))
 
+    if not (second_loads or missing):
+        return frames
     where = f"{mod}" + (f" (load #{inst.index + 1})" if inst.index else "")
     if second_loads:
         # one load prints one load record, at SEQ 0: another one is a conflict, not data
@@ -1256,7 +1270,7 @@ def _line_list(lines: list[int]) -> str:
 
 
 def _span(recs) -> tuple[int, int]:
-    lines = [r[3] for r in recs]
+    lines = list(map(_LINE, recs))
     return min(lines), max(lines)
 
 
@@ -1267,6 +1281,8 @@ def _conflicts(module: str, insts: list[tuple[Instance, list[Frame]]], problems:
     - two loads of the module whose lines interleave in the log (a module is loaded once at a
       time: its next load prints after the last line of the one before)."""
     for inst, frs in insts:
+        if len(frs) < 2:
+            continue
         by_report: dict[int, list[Frame]] = {}
         for f in frs:
             if f.report is not None:
@@ -1286,11 +1302,13 @@ def _conflicts(module: str, insts: list[tuple[Instance, list[Frame]]], problems:
     for inst, frs in insts:
         recs = inst.__dict__["_records"]
         if type(recs) is _Ordered:
-            lo, hi = recs[0][3], recs[-1][3]
+            spans.append((recs[0][3], recs[-1][3], inst, frs))
+        elif len(recs) == 1:
+            line = next(iter(recs.values()))[3]
+            spans.append((line, line, inst, frs))
         else:
-            lo, hi = _span(recs.values())
-        spans.append((lo, hi, inst, frs))
-    spans.sort(key=itemgetter(0))
+            spans.append((*_span(recs.values()), inst, frs))
+    spans.sort(key=_SEQ)
     reach = spans[0]                    # the instance reaching furthest down the log so far
     flagged: set[int] = set()
     for cur in spans[1:]:
@@ -1368,8 +1386,7 @@ def read_log(stream, limit: int = MAX_LOG_BYTES) -> tuple[bytes, list[str]]:
         if nl < 0:
             carry += chunk
             if len(carry) > MAX_LINE:
-                problems.append(f"log line {lineno} is longer than {MAX_LINE} bytes: skipped "
-                                f"(no protocol line is that long)")
+                problems.append(_too_long(lineno))
                 long_line, carry = lineno, b""
             continue
         last = chunk.rfind(b"\n")
@@ -1377,12 +1394,26 @@ def read_log(stream, limit: int = MAX_LOG_BYTES) -> tuple[bytes, list[str]]:
         carry = chunk[last + 1:]
         n = body.count(b"\n")
         if prefix in body:
+            if len(body) > MAX_LINE:
+                lines = body.split(b"\n")
+                if max(map(len, lines)) > MAX_LINE:
+                    for i, ln in enumerate(lines):
+                        if len(ln) > MAX_LINE:
+                            problems.append(_too_long(lineno + i))
+                            lines[i] = b""
+                    body = b"\n".join(lines)
             out.append(body)
         else:
             out.append(b"\n" * n)
         lineno += n
     if long_line:
         out.append(b"\n")
+    elif len(carry) > MAX_LINE:
+        problems.append(_too_long(lineno))
     elif carry:
         out.append(carry)
     return b"".join(out), problems
+
+
+def _too_long(lineno: int) -> str:
+    return f"log line {lineno} is longer than {MAX_LINE} bytes: skipped (no protocol line is that long)"
