@@ -374,8 +374,9 @@ static int refuse(struct scan *sc, Py_ssize_t lineno, const char *why)
 /* ---------------------------------------------------------------- the line check */
 
 /* CRC-32 as zlib computes it (IEEE polynomial, reflected, ~0 in and out): the kernel's
- * ~crc32_le(~0, ...) in the generated module. */
-static uint32_t crc_table[256];
+ * ~crc32_le(~0, ...) in the generated module. Eight bytes a step ("slicing by 8": table k
+ * holds the CRC of a byte followed by k zero bytes), since every protocol-2 line is checked. */
+static uint32_t crc_table[8][256];
 
 static void crc_init(void)
 {
@@ -383,14 +384,32 @@ static void crc_init(void)
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (int k = 1; k < 8; k++)
+        for (int i = 0; i < 256; i++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xff];
+}
+
+static uint32_t crc_prefix2;       /* the CRC state after "kprobegen/2 " */
+
+static uint32_t le32(const unsigned char *p)
+{
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 static uint32_t crc_update(uint32_t crc, const char *s, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++)
-        crc = crc_table[(crc ^ (unsigned char)s[i]) & 0xff] ^ (crc >> 8);
+    const unsigned char *p = (const unsigned char *)s;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint32_t lo = crc ^ le32(p), hi = le32(p + 4);
+        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff]
+            ^ crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24]
+            ^ crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff]
+            ^ crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+    }
+    for (; n > 0; p++, n--)
+        crc = crc_table[0][(crc ^ *p) & 0xff] ^ (crc >> 8);
     return crc;
 }
 
@@ -436,7 +455,7 @@ static const char *checked(char version, const char *rest, Py_ssize_t *n)
     if (!has)
         return R_NOCHECK;
     len -= CHK_LEN;
-    uint32_t crc = crc_update(crc_update(0xFFFFFFFFu, PREFIX2, PREFIX1_LEN), rest, len);
+    uint32_t crc = crc_update(crc_prefix2, rest, len);
     if ((crc ^ 0xFFFFFFFFu) != chk)
         return R_CHECK;
     *n = len;
@@ -664,6 +683,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__logscan(void)
 {
     crc_init();
+    crc_prefix2 = crc_update(0xFFFFFFFFu, PREFIX2, PREFIX1_LEN);
     for (size_t i = 0; i < NTYPES; i++) {
         if (type_strs[i] == NULL) {
             type_strs[i] = PyUnicode_InternFromString(known_types[i]);
