@@ -1,10 +1,13 @@
-"""The report protocol (docs/report-protocol.md, version 1): kernel log → frames → Results.
+"""The report protocol (docs/report-protocol.md, versions 1 and 2): kernel log → frames → Results.
 
-``parse_log(text)`` finds every ``kprobegen/1`` line in any common form of the kernel log
-(dmesg, dmesg -T, dmesg -r, /dev/kmsg, journalctl -k, syslog), groups the records by module
-and module instance, drops lines seen twice, cuts each instance into report frames and
-checks every frame: a frame is complete only when nothing of it is missing. Incomplete
-frames are kept and marked; they are never repaired. See docs/results.md.
+``parse_log(text)`` finds every ``kprobegen/1`` and ``kprobegen/2`` line in any common form of
+the kernel log (dmesg, dmesg -T, dmesg -r, dmesg -x, /dev/kmsg, journalctl -k, syslog), takes
+only the kernel's lines where the form shows who wrote them (a facility, a syslog tag) and only
+version-2 lines whose check matches, groups the records by module and module instance, drops
+lines seen twice, cuts each instance into report frames and checks every frame: a frame is
+complete only when nothing of it is missing and nothing conflicts with it. Incomplete frames
+are kept and marked; they are never repaired. See docs/results.md and the "Integrity" section
+of docs/report-protocol.md. ``read_log`` reads a log from a stream with bounds.
 
 Speed (bench/parse_bench.py): the first stage, finding the protocol lines and splitting
 each into (SEQ, type, fields, log line) grouped by module, is C (kprobegen/_logscan.c, built
