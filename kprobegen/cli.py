@@ -157,8 +157,10 @@ def cmd_parse(args) -> int:
             if not stat.S_ISREG(st.st_mode):
                 kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
                         else "a character device" if stat.S_ISCHR(st.st_mode) else "not a regular file")
+                hint = (" (the running kernel's log, with the facility: dmesg -r | kprobegen parse -)"
+                        if stat.S_ISCHR(st.st_mode) else "")
                 raise KprobegenError(f"{args.file}: {kind}, not a log file: give a file, or pipe "
-                                     f"the log in (kprobegen parse - < ...)")
+                                     f"the log in (kprobegen parse - < ...){hint}")
             with open(args.file, "rb") as fh:
                 text, read_problems = read_log(fh, limit)
         except OSError as exc:
@@ -316,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("parse", help="parse module reports out of a kernel log")
-    p.add_argument("file", nargs="?", help="kernel log (dmesg, journalctl -k, /dev/kmsg, syslog); - or nothing: stdin")
+    p.add_argument("file", nargs="?", help="a saved kernel log (dmesg, dmesg -r/-x, journalctl -k, /dev/kmsg records, syslog); - or nothing: stdin")
     p.add_argument("--module", help="only this module")
     p.add_argument("--all", action="store_true", help="every report (a time series), not just the latest complete one")
     p.add_argument("--top", type=int, default=10, help="keys shown per hook (default 10)")

@@ -308,3 +308,26 @@ def test_many_gaps_and_frames_parse_in_linear_time():
         lines += w.report(replace(SYNC, report=i))
         w.seq += 1                  # a lost line between every two frames
     assert _time(render_log(lines, "dmesg")) < 4.0
+
+
+@pytest.mark.parametrize("form", TELLING_FORMS)
+def test_a_whole_fake_load_and_report_appended_after_the_real_one_is_refused(form):
+    real = render_log(real_lines(), form).splitlines()
+    w = ModuleWriter("sync_counter", 2)
+    fake = w.load(K, 1) + w.report(replace(SYNC, ts_ns=2 * SYNC.ts_ns,
+                                           hooks={"sync": replace(SYNC.hooks["sync"], hits=999999,
+                                                                  by={b"sync": 999999})}))
+    log = "\n".join(real + [_user(form, i, t) for i, t in enumerate(fake)]) + "\n"
+    p = parse_log(log)
+    assert p.results() == [SYNC] and p.results(all=True) == [SYNC]
+    assert sum(map(len, p.rejected.values())) == len(fake)
+
+
+def test_a_whole_fake_load_and_report_in_plain_dmesg_is_read_and_noted():
+    """Plain dmesg cannot show the writer: a complete fake load appended after the real one is
+    a later load, as far as the log can tell. The note says the form cannot tell."""
+    w = ModuleWriter("sync_counter", 2)
+    fake = w.load(K, 1) + w.report(replace(SYNC, ts_ns=2 * SYNC.ts_ns))
+    p = parse_log(render_log(real_lines() + fake, "dmesg"))
+    assert len(p.results(all=True)) == 2
+    assert len(p.notes) == 1 and "does not show who wrote them" in p.notes[0]
