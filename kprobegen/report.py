@@ -59,10 +59,10 @@ except ImportError:             # not built (a source tree used without installi
 __all__ = ["parse_log", "LogParse", "Frame", "Event", "Record", "Instance", "Results",
            "HookResult", "Histogram", "Bucket", "format_results", "format_histogram",
            "results_json", "results_from_json", "bytes_to_text", "text_to_bytes",
-           "ReportError", "PROTOCOL_VERSION", "JSON_VERSION", "unescape"]
+           "ReportError", "PROTOCOL_VERSION", "JSON_VERSION", "unescape", "read_log",
+           "MAX_LOG_BYTES"]
 
 PROTOCOL_VERSION = 2             # what generated modules print; version 1 is still read
-READ_VERSIONS = (1, 2)
 PREFIX = "kprobegen/"
 _PLEN = len(PREFIX)
 PREFIX1 = f"{PREFIX}{1} "
@@ -490,7 +490,7 @@ def _pri_origin(digits: str, after: str) -> str | None:
 def _origin(head: str) -> str | None:
     """Who wrote a protocol line whose text before the prefix is ``head`` (not empty, not
     starting with a space or tab): None for the kernel or a log form that cannot tell
-    (``head`` shows no facility; see ``_untold``), else why the line is refused (R_USER,
+    (``head`` shows no facility; see ``_told``), else why the line is refused (R_USER,
     R_PLACE). Where the form shows the facility, only facility 0 (kernel) is taken, and the
     protocol text must start the kernel's record."""
     c = head[0]
