@@ -2,7 +2,8 @@
 """Benchmark the report parser: report lines per second on one core.
 
 Generates two 1,000,000-line raw-dmesg logs — one where 1% of the lines are report lines,
-one where every line is — and times:
+one where every line is — in protocol 2 (every line with its check; ``--protocol 1``: without),
+and times:
 
   parse_log            scan + instances + framing + structure checks of every frame
   + results()          the default result (latest complete report per module)
@@ -15,8 +16,15 @@ same parser with the pure-Python scanner too, taking turns in the same run. With
 (from a copy of its sources, so with the Python scanner), alternating with this one, so a
 change is measured side by side on the same (possibly shared, busy) machine.
 
+Then adversarial logs of the same number of lines (issue #11), each timed with
+``results(all=True)`` (and ``unrecognised``, which checks every frame): many different
+``load`` lines of one module, ``begin`` lines alternating SEQ 0 and 5, a lost line between
+every two frames, many short reloads, and a /dev/kmsg log where half the lines are forged
+(user facility). Their report lines/s should be within 2x of the normal 100% log's.
+
 Usage: .venv/bin/python bench/parse_bench.py [--lines N] [--repeat R] [--python-scanner]
-                                             [--baseline REV]
+                                             [--baseline REV] [--protocol 1|2]
+                                             [--adversarial-lines N] [--only-adversarial]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -49,6 +58,17 @@ NOISE = [
     "random: crng init done",
     "kprobegen_helper: loading out-of-tree module taints kernel.",
 ]
+
+
+PROTOCOL = [2]      # set by --protocol
+
+
+def proto(module: str, seq: int, text: str) -> str:
+    """A protocol line as a generated module prints it (version 2: with its line check)."""
+    line = f"kprobegen/{PROTOCOL[0]} {module} {seq} {text}"
+    if PROTOCOL[0] >= 2:
+        line += f" chk={zlib.crc32(line.encode()):08x}"
+    return line
 
 
 def frame_lines(module: str, seq: int, report: int, rng: random.Random) -> tuple[list[str], int]:
@@ -71,7 +91,7 @@ def frame_lines(module: str, seq: int, report: int, rng: random.Random) -> tuple
                 "disarmed=0 by=- keys=0 hist=0")
     lines = [f"begin report={report} reason=interval ts_ns={1000000000 + report * 1000} "
              f"lines={len(body)}"] + body + [f"end report={report} lines={len(body)}"]
-    out = [f"kprobegen/1 {module} {seq + i} {text}" for i, text in enumerate(lines)]
+    out = [proto(module, seq + i, text) for i, text in enumerate(lines)]
     return out, seq + len(lines)
 
 
@@ -83,7 +103,7 @@ def make_log(total: int, fraction: float, seed: int = 1) -> tuple[str, int]:
     nreport = 0
     t = 0
     for name, state in modules.items():
-        pending.append(f"kprobegen/1 {name} 0 load kernel=6.1.0-56-cloud-amd64 hooks=3 protocol=1")
+        pending.append(proto(name, 0, f"load kernel=6.1.0-56-cloud-amd64 hooks=3 protocol={PROTOCOL[0]}"))
         state[0] = 1
     acc = 0.0
     names = list(modules)
@@ -103,6 +123,46 @@ def make_log(total: int, fraction: float, seed: int = 1) -> tuple[str, int]:
             text = NOISE[rng.randrange(len(NOISE))]
         out.append(f"[{t // 1000000:5d}.{t % 1000000:06d}] {text}")
     return "\n".join(out) + "\n", nreport
+
+
+def adversarial_logs(total: int):
+    """(name, text, protocol lines) of logs made to be slow or misleading (issue #11)."""
+    def dmesg(lines):
+        return "".join(f"[{i // 1000000:5d}.{i % 1000000:06d}] {t}\n" for i, t in enumerate(lines))
+
+    yield "different load lines of one module", dmesg(
+        proto("adv", 0, f"load kernel=k{i} hooks=1 protocol=2") for i in range(total)), total
+    yield "begin lines alternating SEQ 0 and 5", dmesg(
+        proto("adv", 5 * (i % 2), f"begin report=0 reason=unload ts_ns={i} lines=1")
+        for i in range(total)), total
+
+    def gaps():
+        seq = 1
+        yield proto("adv", 0, "load kernel=k hooks=1 protocol=2")
+        for r in range(total // 3):
+            for text in (f"begin report={r} reason=interval ts_ns={r} lines=1",
+                         "hook name=h probe=kprobe symbol=s hits=3 missed=0 dropped=0 disarmed=0 "
+                         "by=- keys=0 hist=0", f"end report={r} lines=1"):
+                yield proto("adv", seq, text)
+                seq += 1
+            seq += 1                            # a line lost between every two frames
+    yield "a lost line between every two frames", dmesg(gaps()), total // 3 * 3 + 1
+
+    def reloads():
+        for r in range(total // 4):
+            yield proto("adv", 0, "load kernel=k hooks=1 protocol=2")
+            yield proto("adv", 1, f"begin report=0 reason=unload ts_ns={r} lines=1")
+            yield proto("adv", 2, "hook name=h probe=kprobe symbol=s hits=3 missed=0 dropped=0 "
+                                  "disarmed=0 by=- keys=0 hist=0")
+            yield proto("adv", 3, "end report=0 lines=1")
+    yield "short reloads (load, begin, hook, end)", dmesg(reloads()), total // 4 * 4
+
+    def forged():
+        real = list(gaps())
+        for i in range(total // 2):
+            yield f"6,{2 * i},{i},-;{real[i % len(real)]}\n"
+            yield f"12,{2 * i + 1},{i},-;{proto('adv', 7 + i, 'hook name=h hits=999999')}\n"
+    yield "/dev/kmsg, every other line forged (user facility)", "".join(forged()), total // 2 * 2
 
 
 def _with(parse, then):
@@ -154,8 +214,15 @@ def main() -> None:
                     help="also time the parser with the pure-Python line scanner, side by side")
     ap.add_argument("--baseline", metavar="REV",
                     help="also time the parser of this git revision, side by side")
+    ap.add_argument("--protocol", type=int, choices=(1, 2), default=2,
+                    help="protocol version of the generated logs (default 2: lines with checks)")
+    ap.add_argument("--adversarial-lines", type=int, default=None, metavar="N",
+                    help="lines per adversarial log (default: --lines)")
+    ap.add_argument("--only-adversarial", action="store_true")
     args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, best of {args.repeat}")
+    PROTOCOL[0] = args.protocol
+    print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, protocol "
+          f"{args.protocol}, best of {args.repeat}")
     if report._logscan is None:
         print("line scanner: Python (the C scanner is not built: pip install -e . builds it)")
     else:
@@ -170,7 +237,7 @@ def main() -> None:
     if args.baseline:
         tmp = tempfile.TemporaryDirectory(prefix="parse_bench_")
         parsers.insert(0, (f"{args.baseline}: ", baseline_parser(args.baseline, tmp.name)))
-    for fraction in (0.01, 1.0):
+    for fraction in () if args.only_adversarial else (0.01, 1.0):
         text, nreport = make_log(args.lines, fraction)
         mb = len(text) / 1e6
         p = parse_log(text)
@@ -194,6 +261,22 @@ def main() -> None:
                 print(f"  {label:48s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
                       f"{nreport / cpu / 1e6:5.2f} M report lines/s  "
                       f"{args.lines / cpu / 1e6:5.2f} M log lines/s{ratio}")
+    n = args.adversarial_lines or args.lines
+    print(f"\nadversarial logs, {n:,} lines each: parse_log + results(all=True) + unrecognised")
+
+    def everything(text):
+        p = parse_log(text)
+        if p.frames:
+            p.results(all=True)
+        p.unrecognised
+        return p
+
+    for name, text, nproto in adversarial_logs(n):
+        ((wall, cpu),) = best([lambda: everything(text)], args.repeat)
+        print(f"  {name:52s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
+              f"{nproto / cpu / 1e6:5.2f} M report lines/s")
+        del text
+        gc.collect()
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         k, v = ln.split()
         ns[k] = min(ns.get(k, float("inf")), float(v))
     hits: dict[str, list[str]] = {}
-    for mod, n in re.findall(r"kprobegen/1 (pc_\w+) \d+ hook name=getppid .*?\bhits=(\d+)", r.kernel_log):
+    for mod, n in re.findall(r"kprobegen/[12] (pc_\w+) \d+ hook name=getppid .*?\bhits=(\d+)", r.kernel_log):
         hits.setdefault(mod, []).append(n)
     base = ns["none"]
     empty_added = ns["empty"] - base

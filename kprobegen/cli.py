@@ -170,25 +170,49 @@ def cmd_build(args) -> int:
 # ------------------------------------------------------------------------------- results
 
 def cmd_parse(args) -> int:
-    from .report import format_results, parse_log, results_json
+    import stat
 
+    from .report import MAX_LOG_BYTES, ReportError, format_results, parse_log, read_log, results_json
+
+    limit = args.max_bytes if args.max_bytes is not None else MAX_LOG_BYTES
+    # Read with a bound, and only what ends: a regular file or stdin (a pipe is the way to
+    # parse anything else). /dev/zero, /dev/urandom and FIFOs would never end, or never stop.
     if args.file in (None, "-"):
-        text = sys.stdin.buffer.read()
+        text, read_problems = read_log(sys.stdin.buffer, limit)
     else:
         try:
-            text = Path(args.file).read_bytes()
+            st = os.stat(args.file)
+            if not stat.S_ISREG(st.st_mode):
+                kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                        else "a character device" if stat.S_ISCHR(st.st_mode) else "not a regular file")
+                hint = (" (the running kernel's log, with the facility: dmesg -r | kprobegen parse -)"
+                        if stat.S_ISCHR(st.st_mode) else "")
+                raise KprobegenError(f"{args.file}: {kind}, not a log file: give a file, or pipe "
+                                     f"the log in (kprobegen parse - < ...){hint}")
+            with open(args.file, "rb") as fh:
+                text, read_problems = read_log(fh, limit)
         except OSError as exc:
             raise KprobegenError(f"{args.file}: cannot read the log: {exc.strerror}") from None
     log = parse_log(text)
-    results = log.results(module=args.module, all=args.all)
-    # What the parser could not use is said, never dropped silently (stderr: not in --json).
-    _warn(log.problems)
+    problems = read_problems + log.problems
+    try:
+        results = log.results(module=args.module, all=args.all)
+    except ReportError as exc:
+        if not problems:
+            raise
+        raise ReportError(f"{exc}; the log: {'; '.join(problems[:3])}") from None
     _warn(f"{count} protocol line{'s' if count != 1 else ''} not understood: {name}"
           for name, count in sorted(log.unrecognised.items()))
+    # What the parser found about the log as a whole is part of the output (and of --json):
+    # refused lines, conflicts, lost lines, and whether the log form shows who wrote a line.
     if args.json:
-        _print_json(results_json(results))
+        _print_json(results_json(results, problems, log.notes))
     else:
         sys.stdout.write(format_results(results, top=args.top))
+        for line in problems:
+            print(f"log: {line}")
+        for line in log.notes:
+            print(f"note: {line}")
     return 0
 
 
@@ -221,6 +245,8 @@ def cmd_run(args) -> int:
         sys.stderr.buffer.write(outcome.run.stderr_bytes)
         sys.stderr.buffer.flush()
         sys.stdout.write(format_results(outcome.results, top=args.top))
+        for line in outcome.log_problems:   # e.g. report lines the workload forged: ignored
+            print(f"kernel log: {line}")
         print(f"workload exit code {outcome.run.exit_code}; kernel {outcome.built.kernel_release} ({outcome.run.accel})")
     return 0 if outcome.run.exit_code == 0 else (outcome.run.exit_code or 1)
 
@@ -554,11 +580,13 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("parse", help="parse module reports out of a kernel log")
-    p.add_argument("file", nargs="?", help="kernel log (dmesg, journalctl -k, /dev/kmsg, syslog); - or nothing: stdin")
+    p.add_argument("file", nargs="?", help="a saved kernel log (dmesg, dmesg -r/-x, journalctl -k, /dev/kmsg records, syslog); - or nothing: stdin")
     p.add_argument("--module", help="only this module")
     p.add_argument("--all", action="store_true", help="every report (a time series), not just the latest complete one")
     p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
     json_arg(p, "the results (docs/results.md)")
+    p.add_argument("--max-bytes", type=int, default=None, metavar="N",
+                   help="read at most N bytes of log (default 4 GiB); more is an error")
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("run", help="build, load in a VM, run a workload, print the counts",

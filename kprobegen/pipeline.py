@@ -7,7 +7,7 @@ service can too. Each stage keeps its own module and error type; this only strin
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -85,6 +85,9 @@ class SpecRun:
     built: object          # kbuild.BuiltModule
     run: object            # vm.Run
     results: list          # report.Results of this module (latest complete report)
+    # what the parser found wrong in the kernel log as a whole (lines refused because user
+    # space wrote them or their check failed, conflicts, lost lines): said, never dropped
+    log_problems: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The module's report in the documented results shape (docs/results.md), plus the run:
@@ -102,6 +105,7 @@ class SpecRun:
         out["accel"] = self.run.accel
         out["kernel"] = self.built.kernel_release
         out["timings"] = {k: round(v, 3) for k, v in self.run.timings.items()}
+        out["log_problems"] = list(self.log_problems)
         return out
 
 
@@ -137,8 +141,9 @@ def run_spec(
     for load in run.loads:
         if load.insmod_rc != 0:
             raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.reason or 'no reason given'}")
-    results = parse_log(run.kernel_log).results(module=built.name)
-    return SpecRun(prepared, built, run, results)
+    log = parse_log(run.kernel_log)     # /dev/kmsg records: only the kernel's lines count
+    results = log.results(module=built.name)
+    return SpecRun(prepared, built, run, results, log.problems + log.notes)
 
 
 __all__ = ["prepare", "build_spec", "run_spec", "SpecRun", "VMError"]

@@ -1,10 +1,13 @@
-"""The report protocol (docs/report-protocol.md, version 1): kernel log → frames → Results.
+"""The report protocol (docs/report-protocol.md, versions 1 and 2): kernel log → frames → Results.
 
-``parse_log(text)`` finds every ``kprobegen/1`` line in any common form of the kernel log
-(dmesg, dmesg -T, dmesg -r, /dev/kmsg, journalctl -k, syslog), groups the records by module
-and module instance, drops lines seen twice, cuts each instance into report frames and
-checks every frame: a frame is complete only when nothing of it is missing. Incomplete
-frames are kept and marked; they are never repaired. See docs/results.md.
+``parse_log(text)`` finds every ``kprobegen/1`` and ``kprobegen/2`` line in any common form of
+the kernel log (dmesg, dmesg -T, dmesg -r, dmesg -x, /dev/kmsg, journalctl -k, syslog), takes
+only the kernel's lines where the form shows who wrote them (a facility, a syslog tag) and only
+version-2 lines whose check matches, groups the records by module and module instance, drops
+lines seen twice, cuts each instance into report frames and checks every frame: a frame is
+complete only when nothing of it is missing and nothing conflicts with it. Incomplete frames
+are kept and marked; they are never repaired. See docs/results.md and the "Integrity" section
+of docs/report-protocol.md. ``read_log`` reads a log from a stream with bounds.
 
 Speed (bench/parse_bench.py): the first stage, finding the protocol lines and splitting
 each into (SEQ, type, fields, log line) grouped by module, is C (kprobegen/_logscan.c, built
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import gc
 import re
+import zlib
 from bisect import bisect_right
 from contextlib import contextmanager
 from functools import lru_cache
@@ -55,13 +59,30 @@ except ImportError:             # not built (a source tree used without installi
 __all__ = ["parse_log", "LogParse", "Frame", "Event", "Record", "Instance", "Results",
            "HookResult", "Histogram", "Bucket", "format_results", "format_histogram",
            "results_json", "results_from_json", "bytes_to_text", "text_to_bytes",
-           "ReportError", "PROTOCOL_VERSION", "JSON_VERSION", "unescape"]
+           "ReportError", "PROTOCOL_VERSION", "JSON_VERSION", "unescape", "read_log",
+           "MAX_LOG_BYTES"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2             # what generated modules print; version 1 is still read
 PREFIX = "kprobegen/"
 _PLEN = len(PREFIX)
 PREFIX1 = f"{PREFIX}{1} "
+PREFIX2 = f"{PREFIX}{2} "
 _P1LEN = len(PREFIX1)
+# version 2: every line ends in " chk=XXXXXXXX", the CRC-32 (zlib's) of the text before it
+_CHK = " chk="
+_CHK_LEN = len(_CHK) + 8
+_CRC_PREFIX2 = zlib.crc32(PREFIX2.encode("ascii"))
+_HEX8_RE = re.compile(r"[0-9a-f]{8}")
+U64_MAX = (1 << 64) - 1
+S64_MIN = -(1 << 63)
+S64_MAX = (1 << 63) - 1
+
+# Why a protocol line was not used (LogParse.rejected). The scanner in C uses the same text.
+R_USER = "not written by the kernel (a user-space facility or syslog tag)"
+R_PLACE = "not at the start of a kernel log record"
+R_CHECK = "line check does not match (a changed or cut line)"
+R_NOCHECK = "no line check (a cut line)"
+R_V1CHK = "a version-1 line that carries a line check (a changed version)"
 
 FRAME_TYPES = frozenset({"hook", "key", "hist", "bucket"})
 KNOWN_TYPES = frozenset({"load", "error", "begin", "hook", "key", "hist", "bucket", "end",
@@ -77,11 +98,15 @@ _ESCAPED_RE = re.compile(r'(?:[!#-<>-\[\]-~]|\\x[0-9a-fA-F]{2})*')
 
 # the key and bucket records exactly as the C template prints them (other field orders and
 # extra fields take the general path)
-_KEY_RE = re.compile(r"hook=([A-Za-z0-9_]+) key=([^ ]*) count=([0-9]+)")
-_BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]+) high=(inf|-?[0-9]+) count=([0-9]+)")
+# (at most 19 digits here, so int() is always in range; longer values take the checked path)
+_KEY_RE = re.compile(r"hook=([A-Za-z0-9_]+) key=([^ ]*) count=([0-9]{1,19})")
+_BUCKET_RE = re.compile(r"hook=([A-Za-z0-9_]+) low=(-inf|-?[0-9]{1,18}) high=(inf|-?[0-9]{1,18}) "
+                        r"count=([0-9]{1,19})")
 
 
 _SEQ = itemgetter(0)
+_LINE = itemgetter(3)
+_LOAD_RE = re.compile(r"kernel=([^ =]*) hooks=([0-9]{1,19}) protocol=([0-9]{1,19})")
 # hook and hist records exactly as the C template prints them (a value holds no space, no
 # '=' and no tab, as _fields would read it); checked and converted like the general path
 _HOOK_RE = re.compile(r"name=([^ =\t]*) probe=([^ =\t]*) symbol=([^ =\t]*) hits=([^ =\t]*) "
@@ -94,8 +119,8 @@ _HIST_RE = re.compile(r"hook=([^ =\t]*) of=([^ =\t]*) scale=([^ =\t]*) unit=([^ 
 # value holds no space and no '=')
 _BEGIN_END_RE = {
     ("report", "reason", "ts_ns", "lines"):
-        re.compile(r"report=([0-9]+) reason=([^ =]*) ts_ns=([0-9]+) lines=([0-9]+)"),
-    ("report", "lines"): re.compile(r"report=([0-9]+) lines=([0-9]+)"),
+        re.compile(r"report=([0-9]{1,19}) reason=([^ =]*) ts_ns=([0-9]{1,19}) lines=([0-9]{1,19})"),
+    ("report", "lines"): re.compile(r"report=([0-9]{1,19}) lines=([0-9]{1,19})"),
 }
 
 
@@ -139,17 +164,32 @@ def _fields(text: str) -> dict[str, str]:
     return dict(zip(it, it))
 
 
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else f"{value[:20]!r}… ({len(value)} characters)"
+
+
 def _uint(value: str) -> int:
+    """A u64 in decimal (every unsigned number of the protocol is at most a u64)."""
     if value.isdigit() and value.isascii():
-        return int(value)
-    raise ValueError(f"{value!r} is not an unsigned decimal")
+        if len(value) <= 20:
+            v = int(value)
+            if v <= U64_MAX:
+                return v
+        raise ValueError(f"{_short(value)} is out of range (more than a u64)")
+    raise ValueError(f"{_short(value)} is not an unsigned decimal")
 
 
 def _int(value: str) -> int:
+    """An s64 or u64 in decimal (a log2 bucket's bound reaches 2^63, a pid key is printed as
+    a u64)."""
     digits = value[1:] if value[:1] == "-" else value
     if digits.isdigit() and digits.isascii():
-        return int(value)
-    raise ValueError(f"{value!r} is not a decimal integer")
+        if len(digits) <= 20:
+            v = int(value)
+            if S64_MIN <= v <= U64_MAX:
+                return v
+        raise ValueError(f"{_short(value)} is out of range (not an s64 or u64)")
+    raise ValueError(f"{_short(value)} is not a decimal integer")
 
 
 def _bound(value: str) -> int | None:
@@ -304,7 +344,7 @@ class LogParse:
     first asked for (``results()``, ``Frame.complete``); ``unrecognised`` checks them all."""
 
     def __init__(self, frames, unrecognised, events, instances, load_failures, problems,
-                 duplicates, lines, protocol_lines):
+                 duplicates, lines, protocol_lines, rejected=None, unattributed=0, notes=None):
         self.frames: list[Frame] = frames       # every frame, complete or not, in log order
         self._unrecognised: dict[str, int] = unrecognised
         self.events: list[Event] = events
@@ -314,6 +354,13 @@ class LogParse:
         self.duplicates: int = duplicates       # protocol lines seen more than once (dropped)
         self.lines: int = lines                 # lines in the log
         self.protocol_lines: int = protocol_lines  # lines with a kprobegen/N prefix
+        # why → log line numbers of protocol lines not used: not written by the kernel, or
+        # failing their line check (docs/report-protocol.md, "Integrity")
+        self.rejected: dict[str, list[int]] = rejected or {}
+        # protocol lines taken from a log form that does not show who wrote them
+        self.unattributed: int = unattributed
+        # what a reader of the results must know about the log as a whole (said once)
+        self.notes: list[str] = notes or []
 
     def __repr__(self) -> str:
         return (f"<LogParse {len(self.frames)} frame(s) of {', '.join(self.modules) or 'no module'}, "
@@ -380,12 +427,12 @@ class LogParse:
             what = f"{module} printed {sum(len(i.records) for i in self.instances if i.module == module)} line(s) but no report frame (is it still loaded? reports come at unload)"
         elif self.protocol_lines:
             others = ", ".join(self.modules) or "none"
-            what = (f"{self.protocol_lines} {PREFIX}{PROTOCOL_VERSION} line(s), modules found: "
+            what = (f"{self.protocol_lines} protocol line(s), modules found: "
                     f"{others}")
             if module:
                 what = f"not one line from {module} among {what}"
         else:
-            what = (f"no {PREFIX}{PROTOCOL_VERSION} lines among {self.lines} line(s) — was the "
+            what = (f"no kprobegen protocol lines among {self.lines} line(s) — was the "
                     f"module loaded and unloaded, and is this the right log?")
         if failures and frames:
             what += "; " + "; ".join(failures)
@@ -402,7 +449,9 @@ def _kmsg_unescape(text: str) -> str:
 
 def _scan(text: str):
     """Find the protocol lines: ({module: [(seq, type, fields, lineno), ...]} in log order,
-    {unrecognised name: count}, lines with the prefix, lines).
+    {unrecognised name: count}, lines with the prefix, lines, [(lineno, why refused)],
+    lines taken from a log form that does not show who wrote them, lines taken by their
+    syslog tag alone).
 
     The C scanner (kprobegen/_logscan.c, built with the package) does it when it is there
     and the text is stored one byte per character; ``_scan_py`` is the same in Python and
@@ -424,6 +473,109 @@ def _kmsg_rest(line: str, rest: str) -> str:
     return rest
 
 
+# Who wrote a line, from the text before the prefix (docs/report-protocol.md, "Integrity").
+_KMSG_PRI_RE = re.compile(r"([0-9]+),[0-9]+,[0-9]+,[^;]*;")     # /dev/kmsg
+_RAW_PRI_RE = re.compile(r"<([0-9]+)>")                          # dmesg -r, klogctl
+_DMESG_X_RE = re.compile(r"([a-z]+[0-9]?) *:([a-z]+) *: ")       # dmesg -x: "kern  :info  : "
+_TS_RE = re.compile(r"(?:\[[^\]]*\] ?)?")                     # "[   1.5] ", "[Thu Nov …] "
+_FAC_LEVEL_RE = re.compile(r"([a-z0-9]+)\.(?:emerg|alert|crit|err|warn|warning|notice|info|debug)")
+
+
+def _pri_origin(digits: str, after: str) -> str | None:
+    if len(digits) > 9 or int(digits) >= 8:
+        return R_USER
+    return None if _TS_RE.fullmatch(after) else R_PLACE
+
+
+def _origin(head: str) -> str | None:
+    """Who wrote a protocol line whose text before the prefix is ``head`` (not empty, not
+    starting with a space or tab): None for the kernel or a log form that cannot tell
+    (``head`` shows no facility; see ``_told``), else why the line is refused (R_USER,
+    R_PLACE). Where the form shows the facility, only facility 0 (kernel) is taken, and the
+    protocol text must start the kernel's record."""
+    c = head[0]
+    if "0" <= c <= "9":
+        m = _KMSG_PRI_RE.match(head)
+        if m is not None:                                   # /dev/kmsg "PRI,SEQ,TS,FLAGS;"
+            return _pri_origin(m.group(1), head[m.end():])
+    elif c == "<":
+        m = _RAW_PRI_RE.match(head)
+        if m is not None:                                   # dmesg -r "<PRI>[ts] "
+            return _pri_origin(m.group(1), head[m.end():])
+    elif "a" <= c <= "z":
+        m = _DMESG_X_RE.match(head)
+        if m is not None:                                   # dmesg -x "fac   :level : [ts] "
+            if m.group(1) != "kern":
+                return R_USER
+            return None if _TS_RE.fullmatch(head, m.end()) else R_PLACE
+    if _TS_RE.fullmatch(head):
+        return None                                         # dmesg, dmesg -T: cannot tell
+    i = head.find(": ")
+    if i < 0:
+        return None                                         # some other prefix: cannot tell
+    j = head.rfind(" ", 0, i) + 1                           # syslog/journal "… TAG: [ts] "
+    if head[j:i] != "kernel":
+        return R_USER
+    if not _TS_RE.fullmatch(head, i + 2):
+        return R_PLACE
+    if j >= 2:                                              # busybox syslogd "kern.info kernel:"
+        m = _FAC_LEVEL_RE.fullmatch(head, head.rfind(" ", 0, j - 1) + 1, j - 1)
+        if m is not None and m.group(1) != "kern":
+            return R_USER
+    return None
+
+
+def _told(head: str) -> int:
+    """How a line ``_origin`` took was told to be the kernel's: 0 its facility is shown,
+    1 the form cannot tell (no facility: dmesg, dmesg -T, a console), 2 by the syslog tag
+    ``kernel:`` alone (journalctl -k, a syslog file; in a syslog file anyone can log with that
+    tag: ``logger -t kernel``)."""
+    if not head:
+        return 1
+    c = head[0]
+    if ("0" <= c <= "9" and _KMSG_PRI_RE.match(head)) or (c == "<" and _RAW_PRI_RE.match(head)) \
+            or ("a" <= c <= "z" and _DMESG_X_RE.match(head)):
+        return 0
+    if _TS_RE.fullmatch(head):
+        return 1
+    i = head.find(": ")
+    if i < 0:
+        return 1
+    j = head.rfind(" ", 0, i) + 1
+    if j >= 2 and _FAC_LEVEL_RE.fullmatch(head, head.rfind(" ", 0, j - 1) + 1, j - 1):
+        return 0                    # busybox syslogd shows the facility: "kern.info kernel:"
+    return 2
+
+
+def _checked(version: str, rest: str) -> tuple[str | None, str | None]:
+    """(the line's text without its check, None) or (None, why it is refused)."""
+    if rest[-1:] in (" ", "\t"):
+        rest = rest.rstrip(" \t")
+    tail = rest[-_CHK_LEN:]
+    has_chk = tail[:5] == _CHK and _HEX8_RE.fullmatch(tail, 5) is not None
+    if version == "1":
+        return (None, R_V1CHK) if has_chk else (rest, None)
+    if not has_chk:
+        return None, R_NOCHECK
+    body = rest[:-_CHK_LEN]
+    try:
+        data = body.encode("latin-1")
+    except UnicodeEncodeError:          # only in a str the caller passed: cannot be a match
+        return None, R_CHECK
+    if zlib.crc32(data, _CRC_PREFIX2) != int(tail[5:], 16):
+        return None, R_CHECK
+    return body, None
+
+
+def _seq(seq: str) -> int | None:
+    """A SEQ: ASCII digits, a u64."""
+    if len(seq) <= 20 and seq.isdigit() and seq.isascii():
+        v = int(seq)
+        if v <= U64_MAX:
+            return v
+    return None
+
+
 def _scan_py(text: str):
     """``_scan`` in Python, for text without CRs (``_scan`` drops them).
 
@@ -433,23 +585,39 @@ def _scan_py(text: str):
     """
     per_module: dict[str, list[tuple[int, str, str, int]]] = {}
     unrecognised: dict[str, int] = {}
+    rejected: list[tuple[int, str]] = []
+    untold = [0, 0, 0]              # lines taken, by _told
     bad: dict[str, bool] = {}
     hits, nlines = _hit_lines(text)
     appenders: dict[str, object] = {}       # module → its list's append
     get = appenders.get
     for lineno, line in hits:
-        head, sep, rest = line.partition(PREFIX1)
+        i = line.find(PREFIX)
+        while i >= 0 and (line[i + _PLEN:i + _PLEN + 2] not in ("1 ", "2 ")):
+            i = line.find(PREFIX, i + 1)
+        if i < 0:
+            if PREFIX in line:
+                _other_version(line, unrecognised)
+            continue
+        head = line[:i]
+        version = line[i + _PLEN]
+        rest = line[i + _P1LEN:]
         if head:
-            if not sep:
-                if PREFIX in line:
-                    _other_version(line, unrecognised)
-                continue
             if head[0] in " \t":
                 continue            # a /dev/kmsg continuation (dictionary) line
+            why = _origin(head)
+            if why is not None:
+                rejected.append((lineno, why))
+                continue
+            untold[_told(head)] += 1
             if head[-1] == ";" and "\\" in line:
                 rest = _kmsg_rest(line, rest)
-        elif not sep:
-            continue                # an empty line
+        else:
+            untold[1] += 1
+        rest, why = _checked(version, rest)
+        if why is not None:
+            rejected.append((lineno, why))
+            continue
         parts = rest.split(" ", 3)
         try:
             module, seq, typ, fields = parts
@@ -467,16 +635,14 @@ def _scan_py(text: str):
                 continue
             per_module[module] = lst = []
             append = appenders[module] = lst.append
-        if seq.isdigit():
-            try:
-                append((int(seq), typ, fields, lineno))
-                continue
-            except ValueError:      # one of the few non-ASCII digits isdigit() takes
-                pass
+        n = _seq(seq)
+        if n is not None:
+            append((n, typ, fields, lineno))
+            continue
         unrecognised["(bad module name or SEQ)"] = unrecognised.get("(bad module name or SEQ)", 0) + 1
-    # every line with the prefix is a record or counted as unrecognised
-    nprefixed = sum(map(len, per_module.values())) + sum(unrecognised.values())
-    return per_module, unrecognised, nprefixed, nlines
+    # every line with the prefix is a record, counted as unrecognised, or rejected
+    nprefixed = sum(map(len, per_module.values())) + sum(unrecognised.values()) + len(rejected)
+    return per_module, unrecognised, nprefixed, nlines, rejected, untold[1], untold[2]
 
 
 def _hit_lines(text: str) -> tuple[Iterable[tuple[int, str]], int]:
@@ -515,10 +681,10 @@ def _hit_lines(text: str) -> tuple[Iterable[tuple[int, str]], int]:
 
 
 def _other_version(line: str, unrecognised: dict[str, int]) -> None:
-    """A line with ``kprobegen/`` but not ``kprobegen/1 ``: another protocol version, or
-    some other text that merely contains the word (not counted)."""
+    """A line with ``kprobegen/`` but not ``kprobegen/1 `` or ``kprobegen/2 ``: another
+    protocol version, or some other text that merely contains the word (not counted)."""
     version = line[line.find(PREFIX) + _PLEN:].split(" ", 1)[0]
-    if version.isdigit() and version != "1":
+    if version.isdigit() and version not in ("1", "2"):
         key = f"{PREFIX}{version} (unsupported protocol version)"
         unrecognised[key] = unrecognised.get(key, 0) + 1
 
@@ -562,6 +728,13 @@ def _compatible(inst: dict, run) -> tuple[bool, int]:
     return True, shared
 
 
+# How many instances a run is tried against, besides those that share a line with it: the
+# latest ones. A bound, so that a log of many loads stays linear (an adversarial log of 10,000
+# different `load` lines of one module took 25 s when every run was tried against every
+# earlier load).
+_LOOKBACK = 16
+
+
 def _instances(module: str, recs):
     """Group a module's records into instances (loads) and drop duplicate lines.
 
@@ -572,37 +745,39 @@ def _instances(module: str, recs):
       (the same lines captured twice);
     - any other run continues the latest instance it agrees with (lines that arrived out
       of SEQ order, or a second capture of the same lines); if it agrees with none, it is
-      an instance whose first lines are gone.
+      an instance whose first lines are gone. (When that is not the latest instance, the
+      two interleave in the log: a conflict, said by ``_conflicts``.)
     Records already present (same SEQ, same text) are duplicates and are dropped.
+
+    The instances tried for a run are those holding one of its lines (an index of every
+    line: the latest instance holding it) and, for a run not from SEQ 0, the latest
+    ``_LOOKBACK`` ones; newest first, at most ``2 * _LOOKBACK`` in all: linear in the log
+    whatever it holds.
     """
     insts: list[dict[int, Record]] = []
     first_lines: list[int] = []
     dups = 0
-    # Candidates for a run that starts at SEQ 0, without trying every earlier load (a log
-    # of many reloads): the instances whose SEQ 1 holds the same text, and those that have
-    # no SEQ 1 at all.
-    by_seq1: dict[tuple[str, str], list[int]] = {}
-    no_seq1: set[int] = set()
+    held: dict[tuple, int] = {}          # (SEQ, type, text) → the latest instance holding it
 
-    def candidates(run) -> Iterable[int]:
-        if run[0][0] == 0 and len(run) > 1 and run[1][0] == 1:
-            r1 = run[1]
-            return sorted(set(by_seq1.get((r1[1], r1[2].rstrip()), ())) | no_seq1, reverse=True)
-        return range(len(insts) - 1, -1, -1)
+    def candidates(run) -> list[int]:
+        found = {held.get((r[0], r[1], r[2].rstrip()), -1) for r in run}
+        found.discard(-1)
+        if run[0][0] != 0:
+            # a run from SEQ 0 joins only an instance it shares a line with (see below);
+            # any other run may continue one it shares nothing with
+            n = len(insts)
+            found.update(range(max(n - _LOOKBACK, 0), n))
+        return sorted(found, reverse=True)[:2 * _LOOKBACK]
 
-    def index(idx: int) -> None:      # on a new instance, and when one that had no SEQ 1 grows
-        r1 = insts[idx].get(1)
-        if r1 is None:
-            no_seq1.add(idx)
-        else:
-            no_seq1.discard(idx)
-            by_seq1.setdefault((r1[1], r1[2].rstrip()), []).append(idx)
+    def hold(idx: int, run) -> None:
+        for r in run:
+            held[(r[0], r[1], r[2].rstrip())] = idx
 
     runs = _split_runs(recs)
     for run in runs:
         target = None
         starts_at_zero = run[0][0] == 0
-        for idx in candidates(run):
+        for idx in (candidates(run) if insts else ()):
             ok, shared = _compatible(insts[idx], run)
             if not ok:
                 continue
@@ -612,9 +787,10 @@ def _instances(module: str, recs):
                     target = idx
                     break
                 continue
-            if shared or idx == len(insts) - 1:
-                target = idx
-                break
+            # the latest instance it agrees with, sharing a line or not: if that is not the
+            # last one, their lines interleave in the log and _conflicts says so
+            target = idx
+            break
         if target is None:
             if not insts and len(runs) == 1:     # the usual case: one load, seen once
                 insts.append(_Ordered(run))
@@ -622,7 +798,7 @@ def _instances(module: str, recs):
                 break
             insts.append(dict(zip(map(_SEQ, run), run)))
             first_lines.append(run[0][3])
-            index(len(insts) - 1)
+            hold(len(insts) - 1, run)
             continue
         inst = insts[target]
         for r in run:
@@ -630,8 +806,7 @@ def _instances(module: str, recs):
                 dups += 1
             else:
                 inst[r[0]] = r
-        if target in no_seq1:
-            index(target)
+        hold(target, run)
     out = []
     for idx, recmap in enumerate(insts):
         inst = Instance(module, idx, recmap, first_lines[idx])
@@ -640,6 +815,12 @@ def _instances(module: str, recs):
         else:
             load = recmap.get(0)
         if load is not None and load[1] == "load":
+            m = _LOAD_RE.fullmatch(load[2])
+            if m is not None:       # as the C template prints it
+                inst.kernel = _kernel(m.group(1))
+                inst.hooks = int(m.group(2))
+                out.append(inst)
+                continue
             try:
                 d = _fields(load[2])
                 inst.kernel = _kernel(d["kernel"]) if "kernel" in d else None
@@ -707,6 +888,7 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
         return bisect_right(seqs, last[0]) - bstart + (begin is not None)
 
     frames: list[Frame] = []
+    second_loads: list[Record] = []
     mod = inst.module
     in_frame = False
     begin = None
@@ -751,7 +933,8 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
         elif typ == "load":
             if rec[0] != 0:
                 unrecognised["load (not at SEQ 0)"] = unrecognised.get("load (not at SEQ 0)", 0) + 1
-            else:
+                second_loads.append(rec)
+            elif _LOAD_RE.fullmatch(rec[2]) is None:
                 try:
                     _need(_fields(rec[2]), "kernel", "hooks", "protocol")
                 except ValueError as e:
@@ -771,11 +954,23 @@ def _frames(inst: Instance, unrecognised: dict[str, int], events: list, failures
         body = _body(ordered, bstart, len(ordered), dirty)
         frames.append(_make_frame(inst, begin, None, body, cut(begin, body, bstart)))
 
-    # lines lost outside every frame (between frames, before the first, after SEQ 0)
-    inside = [(f.first_seq, f.last_seq) for f in frames]
+    if not (second_loads or missing):
+        return frames
+    where = f"{mod}" + (f" (load #{inst.index + 1})" if inst.index else "")
+    if second_loads:
+        # one load prints one load record, at SEQ 0: another one is a conflict, not data
+        at = ", ".join(f"SEQ {r[0]} (log line {r[3]})" for r in second_loads[:5])
+        what = (f"{len(second_loads)} more load record(s) in one load ({at}): a module prints "
+                f"one, at SEQ 0, so some of these lines were not printed by it")
+        problems.append(f"{where}: {what}")
+        for f in frames:
+            f.problems.append(what)
+    # lines lost outside every frame (between frames, before the first, after SEQ 0); the
+    # frames of an instance follow each other in SEQ order without overlapping
+    starts = [f.first_seq for f in frames]
     for lo, hi in missing:
-        if not any(a < lo and hi < b for a, b in inside):
-            where = f"{mod}" + (f" (load #{inst.index + 1})" if inst.index else "")
+        k = bisect_right(starts, lo - 1) - 1        # the last frame starting before lo
+        if not (k >= 0 and frames[k].first_seq < lo and hi < frames[k].last_seq):
             what = f"SEQ {lo}" if lo == hi else f"SEQ {lo}..{hi}"
             if lo == 0:
                 problems.append(f"{where}: {what} not in the log ({hi - lo + 1} line(s) from "
@@ -965,7 +1160,7 @@ def _frame_results(f: Frame) -> Results:
                 want_hist = False
                 want_buckets = _uint(buckets)
             else:
-                raise ValueError(f"record type {typ!r} is not part of protocol {PROTOCOL_VERSION}")
+                raise ValueError(f"record type {typ!r} is not a record type of the protocol")
         except ValueError as e:
             problems.append(f"{typ} record at SEQ {rec[0]} (log line {rec[3]}): {e}")
             if typ in FRAME_TYPES:
@@ -1029,21 +1224,199 @@ def parse_log(text: str | bytes) -> LogParse:
 def _parse_log(text: str | bytes) -> LogParse:
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("latin-1")
-    per_module, unrecognised, nprefixed, nlines = _scan(text)
+    per_module, unrecognised, nprefixed, nlines, refused, untold, tagged = _scan(text)
     frames: list[Frame] = []
     events: list[Event] = []
     instances: list[Instance] = []
     failures: list[LoadFailure] = []
     problems: list[str] = []
+    rejected: dict[str, list[int]] = {}
+    for lineno, why in refused:
+        rejected.setdefault(why, []).append(lineno)
+    for why, where in rejected.items():
+        problems.append(f"{len(where)} protocol line(s) not used, {why}: {_line_list(where)}")
     dups = 0
     for module, recs in per_module.items():
         insts, d = _instances(module, recs)
         dups += d
+        mine = []
         for inst in insts:
             instances.append(inst)
-            frames.extend(_frames(inst, unrecognised, events, failures, problems))
+            fr = _frames(inst, unrecognised, events, failures, problems)
+            mine.append((inst, fr))
+            frames.extend(fr)
+        _conflicts(module, mine, problems)
+    if refused:
+        _refused_in_frames(frames, sorted(refused))
     frames.sort(key=lambda f: (f.instance.first_line, f.first_seq))
     instances.sort(key=lambda i: i.first_line)
     events.sort(key=lambda e: e.line)
+    notes = []
+    if untold:
+        notes.append(f"{untold} protocol line(s) come from a log form that does not show who wrote "
+                     f"them (no syslog facility: dmesg, dmesg -T, a console): a line that user "
+                     f"space wrote to /dev/kmsg looks the same there. For a log that can tell, "
+                     f"read /dev/kmsg, dmesg -r or -x, or journalctl -k")
+    if tagged:
+        notes.append(f"{tagged} protocol line(s) are told to be the kernel's by their syslog tag "
+                     f"'kernel:' alone: right for journalctl -k (the journal knows what the "
+                     f"kernel wrote), but in a syslog file any local user can log with that tag "
+                     f"(logger -t kernel); /dev/kmsg and dmesg -r or -x show the facility")
     return LogParse(frames, unrecognised, events, instances, failures, problems, dups,
-                    nlines, nprefixed)
+                    nlines, nprefixed, rejected, untold, notes)
+
+
+def _line_list(lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:5]))
+    return f"log line{'s' if len(lines) > 1 else ''} {shown}" + (
+        f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+
+
+def _span(recs) -> tuple[int, int]:
+    lines = list(map(_LINE, recs))
+    return min(lines), max(lines)
+
+
+def _conflicts(module: str, insts: list[tuple[Instance, list[Frame]]], problems: list[str]) -> None:
+    """Lines that cannot all be the module's: say so on every frame concerned, never pick one.
+
+    - two frames of one load claiming the same report number;
+    - two loads of the module whose lines interleave in the log (a module is loaded once at a
+      time: its next load prints after the last line of the one before)."""
+    for inst, frs in insts:
+        if len(frs) < 2:
+            continue
+        by_report: dict[int, list[Frame]] = {}
+        for f in frs:
+            if f.report is not None:
+                by_report.setdefault(f.report, []).append(f)
+        for rep, same in by_report.items():
+            if len(same) > 1:
+                spans = ", ".join(f"SEQ {f.first_seq}..{f.last_seq}" for f in same[:5])
+                what = (f"{len(same)} frames of one load claim report {rep} ({spans}): a module "
+                        f"prints each report once, so some of these lines were not printed by it")
+                where = module + (f" (load #{inst.index + 1})" if inst.index else "")
+                problems.append(f"{where}: {what}")
+                for f in same:
+                    f.problems.append(what)
+    if len(insts) < 2:
+        return
+    spans = []
+    for inst, frs in insts:
+        recs = inst.__dict__["_records"]
+        if type(recs) is _Ordered:
+            spans.append((recs[0][3], recs[-1][3], inst, frs))
+        elif len(recs) == 1:
+            line = next(iter(recs.values()))[3]
+            spans.append((line, line, inst, frs))
+        else:
+            spans.append((*_span(recs.values()), inst, frs))
+    spans.sort(key=_SEQ)
+    reach = spans[0]                    # the instance reaching furthest down the log so far
+    flagged: set[int] = set()
+    for cur in spans[1:]:
+        if cur[0] < reach[1]:
+            a, b = reach[2], cur[2]
+            what = (f"the lines of loads #{a.index + 1} (log lines {reach[0]}-{reach[1]}) and "
+                    f"#{b.index + 1} (log lines {cur[0]}-{cur[1]}) of {module} interleave: a module "
+                    f"is loaded once at a time, so some of these lines were not printed by it")
+            problems.append(what)
+            for sp in (reach, cur):
+                if sp[2].index not in flagged:
+                    flagged.add(sp[2].index)
+                    for f in sp[3]:
+                        f.problems.append(what)
+        if cur[1] > reach[1]:
+            reach = cur
+
+
+def _refused_in_frames(frames: list[Frame], refused: list[tuple[int, str]]) -> None:
+    """A frame with lines missing says which refused lines lie among its lines in the log."""
+    at = [ln for ln, _ in refused]
+    for f in frames:
+        if not f.lost_lines:
+            continue
+        recs = [r for r in (f.begin, f.end) if r is not None] + f.records[:1] + f.records[-1:]
+        lo, hi = _span(recs)
+        i, j = bisect_right(at, lo), bisect_right(at, hi)
+        if i < j:
+            whys = sorted({why for _, why in refused[i:j]})
+            f.problems.append(f"{_line_list(at[i:j])} between its lines refused: {'; '.join(whys)}")
+
+
+# ------------------------------------------------------------------ reading a log with bounds
+
+#: ``read_log``'s default bound on the bytes read (``kprobegen parse --max-bytes``)
+MAX_LOG_BYTES = 4 << 30
+#: no protocol line is longer (printk's limit is 1 KiB of text); longer lines are skipped
+MAX_LINE = 64 << 10
+_CHUNK = 1 << 20
+
+
+def read_log(stream, limit: int = MAX_LOG_BYTES) -> tuple[bytes, list[str]]:
+    """Read a kernel log from a binary stream with bounds, for ``parse_log``: (text, problems).
+
+    At most ``limit`` bytes are read (ReportError beyond: an endless or runaway input ends
+    with a message, not with the machine's memory). The log is read in 1 MiB chunks; a chunk
+    without a protocol prefix is kept only as its newlines (the line numbers stay right, the
+    memory follows the protocol lines, not the log), and a line longer than ``MAX_LINE``
+    (64 KiB) is skipped with a problem naming it: no protocol line is that long. The result
+    parses exactly as the whole log would."""
+    out: list[bytes] = []
+    problems: list[str] = []
+    total = 0
+    carry = b""             # the unfinished last line of what was read
+    long_line = 0           # > 0: inside an over-long line that started on this line number
+    lineno = 1              # the line number of carry's line
+    prefix = PREFIX.encode()
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            raise ReportError(f"the log is longer than {limit} bytes (the bound on what is read; "
+                              f"--max-bytes changes it): not parsed")
+        nl = chunk.find(b"\n")
+        if long_line:
+            if nl < 0:
+                continue
+            out.append(b"\n")           # the skipped line stays a line
+            lineno += 1
+            long_line = 0
+            chunk = chunk[nl + 1:]
+            nl = chunk.find(b"\n")
+        if nl < 0:
+            carry += chunk
+            if len(carry) > MAX_LINE:
+                problems.append(_too_long(lineno))
+                long_line, carry = lineno, b""
+            continue
+        last = chunk.rfind(b"\n")
+        body = carry + chunk[:last + 1]
+        carry = chunk[last + 1:]
+        n = body.count(b"\n")
+        if prefix in body:
+            if len(body) > MAX_LINE:
+                lines = body.split(b"\n")
+                if max(map(len, lines)) > MAX_LINE:
+                    for i, ln in enumerate(lines):
+                        if len(ln) > MAX_LINE:
+                            problems.append(_too_long(lineno + i))
+                            lines[i] = b""
+                    body = b"\n".join(lines)
+            out.append(body)
+        else:
+            out.append(b"\n" * n)
+        lineno += n
+    if long_line:
+        out.append(b"\n")
+    elif len(carry) > MAX_LINE:
+        problems.append(_too_long(lineno))
+    elif carry:
+        out.append(carry)
+    return b"".join(out), problems
+
+
+def _too_long(lineno: int) -> str:
+    return f"log line {lineno} is longer than {MAX_LINE} bytes: skipped (no protocol line is that long)"

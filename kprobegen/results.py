@@ -170,9 +170,15 @@ class Results:
                    hooks, data["instance"], list(data["warnings"]))
 
 
-def results_json(results: list[Results]) -> dict:
-    """The document `kprobegen parse --json` prints: ``{"version": 1, "reports": [...]}``."""
-    return {"version": JSON_VERSION, "reports": [r.to_json() for r in results]}
+def results_json(results: list[Results], log_problems: list[str] | None = None,
+                 log_notes: list[str] | None = None) -> dict:
+    """The document `kprobegen parse --json` prints: ``{"version": 1, "reports": [...]}``,
+    and ``"log": {"problems": [...], "notes": [...]}`` when findings about the log as a whole
+    are given (``LogParse.problems``, ``LogParse.notes``)."""
+    out = {"version": JSON_VERSION, "reports": [r.to_json() for r in results]}
+    if log_problems is not None or log_notes is not None:
+        out["log"] = {"problems": list(log_problems or ()), "notes": list(log_notes or ())}
+    return out
 
 
 def results_from_json(data: dict) -> list[Results]:

@@ -3,13 +3,14 @@
 ``ModuleWriter`` prints what a generated module prints (load, begin/hook/key/hist/bucket/end,
 event), following the protocol document's rules — written independently of the parser, so
 that a misreading of the protocol shows up as a disagreement between the two.
-``LOG_FORMS`` wrap kernel-log text the way dmesg, dmesg -T, dmesg -r, /dev/kmsg,
+``LOG_FORMS`` wrap kernel-log text the way dmesg, dmesg -T, dmesg -r, dmesg -x, /dev/kmsg,
 journalctl -k (short, short-precise) and syslog daemons show it.
 """
 
 from __future__ import annotations
 
 import random
+import zlib
 
 from kprobegen.results import Histogram, HookResult, Results
 
@@ -34,19 +35,22 @@ def _bound(value: int | None, low: bool) -> str:
 class ModuleWriter:
     """One instance (one load) of a module: SEQ 0, 1, 2, … across everything it prints."""
 
-    def __init__(self, module: str):
+    def __init__(self, module: str, version: int = 1):
         self.module = module
+        self.version = version
         self.seq = 0
         self.reports = 0
 
     def line(self, type_: str, fields: list[tuple[str, object]]) -> str:
         text = " ".join(f"{k}={v}" for k, v in fields)
-        out = f"kprobegen/1 {self.module} {self.seq} {type_}" + (f" {text}" if text else "")
+        out = f"kprobegen/{self.version} {self.module} {self.seq} {type_}" + (f" {text}" if text else "")
         self.seq += 1
+        if self.version >= 2:       # the line check: CRC-32 (zlib's) of the text before it
+            out += f" chk={zlib.crc32(out.encode('latin-1')):08x}"
         return out
 
     def load(self, kernel: str, hooks: int) -> list[str]:
-        return [self.line("load", [("kernel", kernel), ("hooks", hooks), ("protocol", 1)])]
+        return [self.line("load", [("kernel", kernel), ("hooks", hooks), ("protocol", self.version)])]
 
     def error(self, hook: str, symbol: str, err: int) -> list[str]:
         return [self.line("error", [("hook", hook), ("symbol", symbol), ("err", err)])]
@@ -159,6 +163,12 @@ def form_kmsg(lines: list[str]) -> list[str]:
     return out
 
 
+def form_dmesg_x(lines: list[str]) -> list[str]:
+    """util-linux dmesg -x: facility and level, then the timestamp."""
+    return [f"kern  :info  : [{s:5d}.{us:06d}] {t}" for i, t in enumerate(lines)
+            for s, us in [_mono(i)]]
+
+
 def form_journal_short(lines: list[str]) -> list[str]:
     return [f"{_wall(i)[0]} {_wall(i)[1]} vm kernel: {t}" for i, t in enumerate(lines)]
 
@@ -186,6 +196,7 @@ LOG_FORMS = {
     "dmesg": form_dmesg,
     "dmesg-T": form_dmesg_T,
     "dmesg-r": form_dmesg_r,
+    "dmesg-x": form_dmesg_x,
     "kmsg": form_kmsg,
     "journal-short": form_journal_short,
     "journal-short-precise": form_journal_precise,

@@ -36,7 +36,9 @@ def test_run_json_counts_and_exit_code(kernel_61):
     hook = result["hooks"]["sync"]
     assert (hook["hits"], hook["missed"], hook["dropped"], hook["by"]) == (4, 0, 0, {"sync": 4})
     assert result["accel"] in ("kvm", "tcg")
-    assert not done.stderr.strip(), "no progress on stderr when it is not a terminal"
+    # No progress on stderr when it is not a terminal; only a Notice may show (the first boot
+    # after the host's own boot may fall back from KVM to TCG, and says so).
+    assert all("falling back to tcg" in ln for ln in done.stderr.splitlines()), done.stderr
 
 
 def test_run_table_output(kernel_61):

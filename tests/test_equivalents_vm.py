@@ -224,7 +224,7 @@ hooks:
 
 def module_report(kernel_log: str, module: str) -> dict[str, tuple[int, dict[str, int]]]:
     """hook → (hits, {key: count}) from the module's last report frame (docs/report-protocol.md)."""
-    lines = re.findall(rf"kprobegen/1 {module} \d+ (\w+) (.*)$", kernel_log, re.M)
+    lines = re.findall(rf"^[0-7],\d+,\d+,[^;]*;kprobegen/2 {module} \d+ (\w+) (.*)$", kernel_log, re.M)
     begins = [i for i, (kind, _) in enumerate(lines) if kind == "begin"]
     assert begins, f"no report from {module} in the kernel log"
     hooks: dict[str, tuple[int, dict[str, int]]] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,9 @@ def py_scan(text: str):
 # names and SEQs (including digits str.isdigit() takes but int() refuses), huge SEQs,
 # Latin-1 bytes, missing fields, CRs, doubled spaces and the prefix twice in a line.
 PIECES = [
+    " chk=00000000", " chk=", "kprobegen/2 m 0 load chk=1c291ca3", "<12>", "<6>", "12,5,6,-;",
+    "user  :notice: ", "kern  :info  : ", "vm kern.info kernel: ", "vm user.notice kernel: ",
+    "host mallory[12]: ", "audit: ", "18446744073709551615 ", "18446744073709551616 ",
     "kprobegen/1 ", "kprobegen/", "kprobegen/2 ", "kprobegen/12 ", "kprobegen/1", "kprobegen/²",
     "mod ", "mod_b ", "m0d ", "0bad ", "bad-name ", "Ä ", " ", "  ", "\t",
     "0 ", "1 ", "2 ", "17 ", "007 ", "²", "99999999999999999999999 ", "-1 ", "x ",
@@ -98,12 +102,51 @@ def test_wide_text_falls_back_to_python(logscan, text):
 def test_same_values_and_types(logscan):
     text = ("[    1.0] kprobegen/1 mod 0 load kernel=6.1 hooks=1 protocol=1\n"
             "noise\n"
-            "kprobegen/1 mod 99999999999999999999999 end report=0 lines=0\n")
-    per_module, unrecognised, prefixed, nlines = c_scan(logscan, text)
+            "kprobegen/1 mod 18446744073709551615 end report=0 lines=0\n"
+            "kprobegen/1 mod 18446744073709551616 end report=0 lines=0\n"
+            "<12>[    1.0] kprobegen/1 mod 1 end report=0 lines=0\n")
+    per_module, unrecognised, prefixed, nlines, rejected, untold, tagged = c_scan(logscan, text)
     assert per_module == {"mod": [(0, "load", "kernel=6.1 hooks=1 protocol=1", 1),
-                                  (99999999999999999999999, "end", "report=0 lines=0", 3)]}
+                                  (18446744073709551615, "end", "report=0 lines=0", 3)]}
     assert [type(v) for v in per_module["mod"][0]] == [int, str, str, int]
-    assert unrecognised == {} and prefixed == 2 and nlines == 3
+    assert unrecognised == {"(bad module name or SEQ)": 1} and prefixed == 4 and nlines == 5
+    assert rejected == [(5, report.R_USER)] and untold == 3
+    assert tagged == 0
+    assert (per_module, unrecognised, prefixed, nlines, rejected, untold, tagged) == py_scan(text)
+
+
+def _v2(body: str) -> str:
+    """A version-2 line as a module prints it: the text and its CRC-32."""
+    return f"kprobegen/2 {body} chk={zlib.crc32(f'kprobegen/2 {body}'.encode('latin-1')):08x}"
+
+
+V2_BODIES = ["m 0 load kernel=6.1 hooks=1 protocol=2", "m 1 begin report=0 reason=unload ts_ns=5 lines=1",
+             "m 2 hook name=h probe=kprobe symbol=s hits=3 missed=0 dropped=0 disarmed=0 by=- keys=0 hist=0",
+             "m 3 end report=0 lines=1", "m 4 event hook=h pid=1 tgid=1 cpu=0 comm=a\\x20b",
+             "m 5 key hook=h key=\xe9 count=1", "0bad 1 x", "m 99999999999999999999999 x"]
+HEADS = ["", "[    1.5] ", "<6>[    1.5] ", "<12>[    1.5] ", "<6>", "6,1,2,-;", "12,1,2,-;",
+         "6,1,2,-;6,1,2,-;", "kern  :info  : [    1.5] ", "user  :notice: [    1.5] ",
+         "Nov 26 09:00:00 host kernel: ", "Nov 26 09:00:00 host mallory[7]: ",
+         "Nov 26 09:00:00 vm kern.info kernel: [    1.5] ", "Nov 26 09:00:00 vm user.info kernel: ",
+         "Nov 26 09:00:00 host mallory: kernel: ", "[    1.5] audit: ", "something ", " ", "\t",
+         "4,9,9,c;", "<1234567890>"]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(HEADS), st.sampled_from(V2_BODIES),
+                          st.integers(-1, 200), st.characters(max_codepoint=0xFF)),
+                max_size=12))
+def test_c_scanner_matches_python_on_checked_lines(logscan, lines):
+    """Version-2 lines with a valid check under every log header, some with one character
+    changed (position -1: none): the C and the Python scanner agree on each."""
+    out = []
+    for head, body, pos, ch in lines:
+        line = _v2(body)
+        if 0 <= pos < len(line):
+            line = line[:pos] + ch + line[pos + 1:]
+        out.append(head + line)
+    text = "\n".join(out)
+    assert c_scan(logscan, text) == py_scan(text)
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.rglob("*.txt")),
@@ -135,7 +178,8 @@ def test_no_memory_kept_between_scans(logscan):
     """Every object the scanner makes belongs to its result: nothing stays behind."""
     text = "".join(f"[ {i}.0] kprobegen/1 mod{i % 3} {i} key hook=h key=k{i} count={i}\n"
                    "6,1,2,-;kprobegen/1 kmod 0 event comm=a\\x5cx41\n"
-                   "kprobegen/1 0bad 1 x\nkprobegen/2 v 1 x\n" for i in range(2000))
+                   "kprobegen/1 0bad 1 x\nkprobegen/2 v 1 x\n<12>kprobegen/1 m 1 x\n"
+                   "kprobegen/3 v 1 x\n" for i in range(2000))
     c_scan(logscan, text)       # warm up caches (interned strings, the regex)
     tracemalloc.start()
     try:

@@ -45,9 +45,9 @@ def test_the_protocol_example():
 
 
 def test_no_report_at_all_says_what_was_found():
-    with pytest.raises(ReportError, match=r"no kprobegen/1 lines among 2 line\(s\)"):
+    with pytest.raises(ReportError, match=r"no kprobegen protocol lines among 2 line\(s\)"):
         parse_log("[ 1.0] hello\n[ 2.0] world\n").results()
-    with pytest.raises(ReportError, match=r"module nope in the log: not one line from nope among 5 kprobegen/1 line\(s\), modules found: sync_counter"):
+    with pytest.raises(ReportError, match=r"module nope in the log: not one line from nope among 5 protocol line\(s\), modules found: sync_counter"):
         parse_log(EXAMPLE).results("nope")
     only_load = EXAMPLE.splitlines()[0] + "\n"
     with pytest.raises(ReportError, match=r"printed 1 line\(s\) but no report frame .*still loaded"):
@@ -146,7 +146,7 @@ def test_a_clean_small_frame():
     ((HOOK.replace(" hits=4", ""), "key hook=h key=10 count=3", "key hook=h key=11 count=1"),
      r"field hits= is missing", {"hook (malformed)": 1}),
     ((HOOK, "key hook=h key=10 count=3", "frobnicate x=1", "key hook=h key=11 count=1"),
-     r"record type 'frobnicate' is not part of protocol 1", {"frobnicate": 1}),
+     r"record type 'frobnicate' is not a record type of the protocol", {"frobnicate": 1}),
     ((HOOK, "key hook=h key=10  count=3", "key hook=h key=11 count=1"),
      r"not KEY=VALUE separated by single spaces", {"key (malformed)": 1}),
     ((HOOK.replace("by=pid", "by=pid=1"), "key hook=h key=10 count=3", "key hook=h key=11 count=1"),
@@ -199,7 +199,7 @@ def test_lost_lines_are_counted():
 
 def test_unsupported_versions_and_bad_headers_are_counted():
     log = EXAMPLE + "\n".join([
-        "[ 9.0] kprobegen/2 sync_counter 5 begin report=1",
+        "[ 9.0] kprobegen/3 sync_counter 5 begin report=1",
         "[ 9.0] kprobegen/1 sync_counter",
         "[ 9.0] kprobegen/1 9bad 5 begin report=1",
         "[ 9.0] kprobegen/1 sync_counter five begin report=1",
@@ -207,7 +207,7 @@ def test_unsupported_versions_and_bad_headers_are_counted():
         "[ 9.0] a path /usr/share/kprobegen/templates/x, not ours",
     ]) + "\n"
     p = parse_log(log)
-    assert p.unrecognised == {"kprobegen/2 (unsupported protocol version)": 1,
+    assert p.unrecognised == {"kprobegen/3 (unsupported protocol version)": 1,
                               "(no module, SEQ or type)": 1, "(bad module name or SEQ)": 3}
     assert p.results() == [SYNC]
 

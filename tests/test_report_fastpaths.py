@@ -46,7 +46,7 @@ def test_begin_the_fast_path_rejects_is_still_malformed():
 def test_protocol_lines_count_every_prefixed_line_once():
     log = LOG.format(begin="report=7 reason=unload ts_ns=2311456789 lines=2",
                      end="report=7 lines=2") + "\n".join([
-        "[ 9.0] kprobegen/2 m 5 begin report=1",            # another version
+        "[ 9.0] kprobegen/3 m 5 begin report=1",            # another version
         "[ 9.0] kprobegen/1 m",                             # no SEQ or type
         "[ 9.0] kprobegen/1 9bad 5 begin report=1",         # bad module name
         " SUBSYSTEM=kprobegen/1 m 5 begin report=1",        # a kmsg continuation line
@@ -56,7 +56,7 @@ def test_protocol_lines_count_every_prefixed_line_once():
     ]) + "\n"
     p = parse_log(log)
     assert (p.lines, p.protocol_lines) == (12, 9)
-    assert p.unrecognised == {"kprobegen/2 (unsupported protocol version)": 1,
+    assert p.unrecognised == {"kprobegen/3 (unsupported protocol version)": 1,
                               "(no module, SEQ or type)": 1, "(bad module name or SEQ)": 1}
     assert [(e.seq, e.hook, e.comm, e.line) for e in p.events] == [(5, "s", b"a", 10)]
     assert p.results() == [GOOD]

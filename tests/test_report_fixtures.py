@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kprobegen.errors import ReportError
+from kprobegen import report
 from kprobegen.report import parse_log
 from kprobegen.results import Bucket, Histogram, HookResult, Results
 
@@ -214,5 +215,49 @@ def test_real_capture_cut_by_a_wrapped_ring_buffer():
     lat = p.results("sync_latency", all=True)
     assert [(r.complete, r.lost_lines, r.kernel, r.report) for r in lat] == [(False, 1, None, 0)]
     assert p.problems[0].startswith("sync_latency: SEQ 0..1 not in the log (2 line(s)")
-    with pytest.raises(ReportError, match="not one line from openat_by_cat among 11 kprobegen/1 line.s., modules found: sync_latency, sync_counter"):
+    with pytest.raises(ReportError, match="not one line from openat_by_cat among 11 protocol line.s., modules found: sync_latency, sync_counter"):
         p.results("openat_by_cat")
+
+
+# ------------------------------------------------------------------ protocol 2 captures
+
+V2_KERNELS = ["5.10", "6.1", "6.12"]
+GUEST_FORMS = ["kmsg", "dmesg-r", "dmesg"]
+
+
+def _v2(ver: str, what: str, form: str) -> str:
+    return f"vm-{ver}-v2-{what}.{form}.txt"
+
+
+@pytest.mark.parametrize("form", GUEST_FORMS)
+@pytest.mark.parametrize("ver", V2_KERNELS)
+def test_v2_capture_counts_exactly(ver, form):
+    """Real protocol-2 lines (line checks computed by the module in the guest kernel): the
+    workload's counts, complete, nothing refused; the same Results in every form."""
+    p = _parse(LOGS / _v2(ver, "generated-three", form))
+    sync, lat, openat = p.results()
+    assert (sync.module, lat.module, openat.module) == ("sync_counter", "sync_latency", "openat_by_cat")
+    assert all(r.complete and r.kernel.startswith(ver + ".") for r in (sync, lat, openat))
+    assert sync.hooks["sync"].hits == 5 and sync.hooks["sync"].by == {b"sync": 3, b"busybox": 2}
+    h = lat.hooks["sync_ns"]
+    assert h.hits == h.histogram.count == 5 == sum(b.count for b in h.histogram.buckets)
+    assert openat.hooks["open_result"].hits == 6 and openat.hooks["open_errors"].by == {-2: 3}
+    assert p.rejected == {} and p.problems == []
+    assert (p.notes == []) == (form != "dmesg")     # plain dmesg cannot show who wrote a line
+    assert p.results() == _parse(LOGS / _v2(ver, "generated-three", "kmsg")).results()
+
+
+@pytest.mark.parametrize("ver", V2_KERNELS)
+def test_v2_forged_report_refused_where_the_log_shows_the_facility(ver):
+    """The workload wrote a checked report with hits=999999 to /dev/kmsg: the kernel gave
+    those records the user facility, so /dev/kmsg and dmesg -r show them as user space's."""
+    for form in ("kmsg", "dmesg-r"):
+        p = _parse(LOGS / _v2(ver, "forged", form))
+        (r,) = p.results()
+        assert r.complete and r.hooks["sync"].hits == 3 and r.hooks["sync"].by == {b"sync": 3}
+        assert list(p.rejected) == [report.R_USER] and len(p.rejected[report.R_USER]) == 4
+    # plain dmesg shows no facility: the forged frame is read, and conflicts with the real one
+    p = _parse(LOGS / _v2(ver, "forged", "dmesg"))
+    with pytest.raises(ReportError, match="claim report 0"):
+        p.results()
+    assert p.notes

@@ -19,7 +19,9 @@ with a fresh random nonce per run; a line without it is ignored. Tags:
     DONE t                       the guest is about to power off
 
 The console (ttyS0) is only read for its tail and for "Kernel panic" / "Oops" when the guest
-dies; the kernel log of a run is read inside the guest with dmesg after the modules are gone.
+dies; the kernel log of a run is read inside the guest from /dev/kmsg after the modules are
+gone: records "PRI,SEQ,TS,FLAGS;text", whose PRI shows the syslog facility, so that the report
+parser takes protocol lines from the kernel only (never what the workload wrote to /dev/kmsg).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class Run:
     exit_code: int | None
     stdout: str                    # the workload's output, decoded (undecodable bytes replaced)
     stderr: str
-    kernel_log: str
+    kernel_log: str                #: /dev/kmsg records, read in the guest after the unload
     loads: list[ModuleLoad]
     oracle: dict[str, tuple[int, int]]
     console_tail: str
@@ -118,7 +120,8 @@ class Run:
     #: /proc/modules and /sys/kernel/debug/kprobes/list in the guest after the unload
     leftover_modules: list[str] = field(default_factory=list)
     leftover_kprobes: list[str] = field(default_factory=list)
-    #: extra kernel log forms when asked for (log_forms=True): "dmesg_r", "kmsg"
+    #: the kernel log in other forms: "dmesg" (busybox dmesg, always), "dmesg_r" (dmesg -r, with
+    #: log_forms=True)
     log_forms: dict[str, str] = field(default_factory=dict)
     #: oracles the kernel refused (kprobe_events write failed: unknown or blacklisted symbol)
     oracle_errors: list[str] = field(default_factory=list)
@@ -577,7 +580,7 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
             oracle[by_event[args[0]]] = (int(args[1]), int(args[2]))
         elif tag == "ORACLE_ERR":
             oracle_errors.append(by_event.get(args[0], args[0]) if args else "?")
-    kernel_log = text("dmesg")
+    kernel_log = text("kmsg")
     status, reason = s.status, s.reason
     if status == "ok":
         bad = [ln for ln in kernel_log.splitlines() if _OOPS_RE.search(ln)]
@@ -609,7 +612,7 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         loads=list(loads.values()), oracle=oracle, console_tail=console_tail, timings=timings,
         leftover_modules=[ln.split(" ")[0] for ln in text("modules_after").splitlines() if ln.strip()],
         leftover_kprobes=[ln for ln in text("kprobes_after").splitlines() if ln.strip()],
-        log_forms={k: text(k) for k in ("dmesg_r", "kmsg") if k in s.blobs},
+        log_forms={k: text(k) for k in ("dmesg", "dmesg_r") if k in s.blobs},
         oracle_errors=oracle_errors, reason=reason, argv=s.argv,
         stdout_bytes=s.blobs.get("stdout", b""), stderr_bytes=s.blobs.get("stderr", b""),
     )

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import re
 
-_LINE = re.compile(r"kprobegen/1 (?P<mod>\w+) (?P<seq>\d+) (?P<type>\w+)(?P<rest>(?: \S+)*)\s*$")
+# Run.kernel_log is /dev/kmsg records ("PRI,SEQ,TS,FLAGS;text"): the kernel's are PRI < 8. The
+# line check (chk=, protocol 2) is read as one more field; the parser's tests check it.
+_LINE = re.compile(r"^(?:[0-7],\d+,\d+,[^;]*;)?(?:\[[^\]]*\] )?"
+                   r"kprobegen/[12] (?P<mod>\w+) (?P<seq>\d+) (?P<type>\w+)(?P<rest>(?: \S+)*)\s*$")
 
 
 def records(log: str, module: str) -> list[dict[str, str]]:
     out = []
     for line in log.splitlines():
-        m = _LINE.search(line)
+        m = _LINE.match(line)
         if m and m["mod"] == module:
             rec = {"type": m["type"], "seq": m["seq"]}
             rec.update(kv.split("=", 1) for kv in m["rest"].split())

@@ -73,7 +73,9 @@ def test_kernel_log_is_read_in_the_guest_after_unload(sync_run):
     # pr_info lines never reach the (quiet) console; they come from dmesg in the guest
     assert "kpg_hand_sync 3 end report=0 lines=1" in r.kernel_log
     assert "kprobegen/1" not in r.console_tail
-    assert r.kernel_log.startswith("[    0.000000] Linux version")
+    # as /dev/kmsg records (PRI,SEQ,TS,FLAGS;text), the first one the kernel's first line
+    assert re.match(r"[0-7],0,0,[^;]*;Linux version", r.kernel_log)
+    assert r.log_forms["dmesg"].startswith("[    0.000000] Linux version")
 
 
 def test_init_failure_reports_the_reason_and_unloads_everything(kernel, handmade):
