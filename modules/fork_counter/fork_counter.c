@@ -18,6 +18,7 @@
  */
 #include <linux/atomic.h>
 #include <linux/crc32.h>
+#include <linux/debugfs.h>
 #include <linux/kernel.h>
 #include <linux/kprobes.h>
 #include <linux/ktime.h>
@@ -26,6 +27,7 @@
 #include <linux/percpu.h>
 #include <linux/ptrace.h>
 #include <linux/sched.h>
+#include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/utsname.h>
@@ -61,23 +63,54 @@
 #define KPG_LINE_MAX 512
 static atomic64_t kpg_seq = ATOMIC64_INIT(0);
 
-static __printf(2, 3) void kpg_line(const char *type, const char *fmt, ...)
+/*
+ * Format one checked line. To the kernel log (m == NULL) with the next number of
+ * the module's own sequence; or into a debugfs read (m, a snapshot) numbered by
+ * *snap_seq, so that a snapshot leaves no gap in the log's sequence.
+ */
+static void kpg_vline(struct seq_file *m, long long *snap_seq, const char *type,
+		      const char *fmt, va_list args)
 {
 	char line[KPG_LINE_MAX];
-	va_list args;
+	long long seq = m ? (*snap_seq)++ : (long long)atomic64_inc_return(&kpg_seq) - 1;
 	int len, more;
 
 	len = scnprintf(line, sizeof(line), "kprobegen/%d %s %lld %s ", KPG_PROTOCOL,
-			KBUILD_MODNAME, (long long)atomic64_inc_return(&kpg_seq) - 1, type);
-	va_start(args, fmt);
+			KBUILD_MODNAME, seq, type);
 	more = vsnprintf(line + len, sizeof(line) - len, fmt, args);
-	va_end(args);
 	if ((size_t)(len + more) >= sizeof(line)) {
 		/* Cut: printed without a check, so the parser refuses it (a gap, never a wrong count). */
-		pr_info("%s\n", line);
+		if (m)
+			seq_printf(m, "%s\n", line);
+		else
+			pr_info("%s\n", line);
 		return;
 	}
-	pr_info("%s chk=%08x\n", line, ~crc32_le(~0, (const u8 *)line, len + more));
+	if (m)
+		seq_printf(m, "%s chk=%08x\n", line, ~crc32_le(~0, (const u8 *)line, len + more));
+	else
+		pr_info("%s chk=%08x\n", line, ~crc32_le(~0, (const u8 *)line, len + more));
+}
+
+/* A line to the kernel log. */
+static __printf(2, 3) void kpg_line(const char *type, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	kpg_vline(NULL, NULL, type, fmt, args);
+	va_end(args);
+}
+
+/* A line of a report: to the kernel log, or into a snapshot (m). */
+static __printf(4, 5) void kpg_out(struct seq_file *m, long long *snap_seq, const char *type,
+				   const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	kpg_vline(m, snap_seq, type, fmt, args);
+	va_end(args);
 }
 
 /* Escape bytes that could break a line apart: anything outside 0x21..0x7e, '\', '=', '"'. */
@@ -289,6 +322,8 @@ static struct kprobe kpg_clone_by_tgid__kprobe = {
 
 static DEFINE_MUTEX(kpg_report_lock);
 static unsigned int kpg_reports;
+/* The release is escaped like comm: a locally built kernel may name itself anything. */
+static char kpg_release[sizeof(init_utsname()->release) * 4 + 1];
 static struct kprobe *kpg_kprobes[] = {
 	&kpg_clone__kprobe,
 	&kpg_clone_by_tgid__kprobe,
@@ -298,20 +333,28 @@ static struct kprobe *kpg_kprobes[] = {
 static struct kpg_clone__cpu kpg_clone__total;
 static struct kpg_clone_by_tgid__cpu kpg_clone_by_tgid__total;
 
-/* Write one report frame: begin, per hook its counts, keys and histogram, end. */
-static void kpg_report(const char *reason)
+/*
+ * Write one report frame: begin, per hook its counts, keys and histogram, end. To the
+ * kernel log (m == NULL, at unload and every interval), or into a read of the debugfs
+ * file (m: a snapshot, which takes no report number and writes nothing to the log).
+ */
+static void kpg_report(struct seq_file *m, const char *reason)
 {
 	struct kpg_entry *kpg_clone__keys = NULL;
 	int kpg_clone__nkeys;
 	struct kpg_entry *kpg_clone_by_tgid__keys = NULL;
 	int kpg_clone_by_tgid__nkeys;
 	unsigned int lines = 0, report;
+	long long snap_seq = 0;
 	int cpu;
 	int i;
 	char escaped[KPG_ESCAPED_COMM];
 
 	mutex_lock(&kpg_report_lock);
-	report = kpg_reports++;
+	report = m ? kpg_reports : kpg_reports++;
+	if (m)	/* a snapshot is a log of its own: the load record first, then the frame */
+		kpg_out(m, &snap_seq, "load", "kernel=%s hooks=%d protocol=%d", kpg_release,
+			2, KPG_PROTOCOL);
 	memset(&kpg_clone__total, 0, sizeof(kpg_clone__total));
 	memset(&kpg_clone_by_tgid__total, 0, sizeof(kpg_clone_by_tgid__total));
 	/* Sum the CPUs first, so the frame can say how many lines it holds. */
@@ -346,28 +389,57 @@ static void kpg_report(const char *reason)
 	}
 	lines += kpg_clone_by_tgid__nkeys;
 
-	kpg_line("begin", "report=%u reason=%s ts_ns=%llu lines=%u", report, reason, ktime_get_ns(), lines);
-	kpg_line("hook", "name=clone probe=kprobe symbol=%s hits=%llu missed=%lu dropped=%llu disarmed=%d by=comm keys=%d hist=%d",
+	kpg_out(m, &snap_seq, "begin", "report=%u reason=%s ts_ns=%llu lines=%u", report, reason, ktime_get_ns(), lines);
+	kpg_out(m, &snap_seq, "hook", "name=clone probe=kprobe symbol=%s hits=%llu missed=%lu dropped=%llu disarmed=%d by=comm keys=%d hist=%d",
 		 "kernel_clone", kpg_clone__total.hits,
 		 kpg_clone__kprobe.nmissed,
 		 kpg_clone__total.dropped, 0,
 		 kpg_clone__nkeys, 0);
 	for (i = 0; i < kpg_clone__nkeys; i++) {
 		kpg_escape(escaped, (const char *)&kpg_clone__keys[i].key, sizeof(kpg_clone__keys[i].key));
-		kpg_line("key", "hook=clone key=%s count=%llu", escaped, kpg_clone__keys[i].count);
+		kpg_out(m, &snap_seq, "key", "hook=clone key=%s count=%llu", escaped, kpg_clone__keys[i].count);
 	}
 	kvfree(kpg_clone__keys);
-	kpg_line("hook", "name=clone_by_tgid probe=kprobe symbol=%s hits=%llu missed=%lu dropped=%llu disarmed=%d by=tgid keys=%d hist=%d",
+	kpg_out(m, &snap_seq, "hook", "name=clone_by_tgid probe=kprobe symbol=%s hits=%llu missed=%lu dropped=%llu disarmed=%d by=tgid keys=%d hist=%d",
 		 "kernel_clone", kpg_clone_by_tgid__total.hits,
 		 kpg_clone_by_tgid__kprobe.nmissed,
 		 kpg_clone_by_tgid__total.dropped, 0,
 		 kpg_clone_by_tgid__nkeys, 0);
 	for (i = 0; i < kpg_clone_by_tgid__nkeys; i++) {
-		kpg_line("key", "hook=clone_by_tgid key=%llu count=%llu", kpg_clone_by_tgid__keys[i].key.w[0], kpg_clone_by_tgid__keys[i].count);
+		kpg_out(m, &snap_seq, "key", "hook=clone_by_tgid key=%llu count=%llu", kpg_clone_by_tgid__keys[i].key.w[0], kpg_clone_by_tgid__keys[i].count);
 	}
 	kvfree(kpg_clone_by_tgid__keys);
-	kpg_line("end", "report=%u lines=%u", report, lines);
+	kpg_out(m, &snap_seq, "end", "report=%u lines=%u", report, lines);
 	mutex_unlock(&kpg_report_lock);
+}
+
+/*
+ * Live counts: /sys/kernel/debug/kprobegen/<module>/report (root only) prints a
+ * report frame, summed over the CPUs when it is read. kprobegen's host mode reads it
+ * for `kprobegen snapshot`, and lists only modules that have this folder.
+ */
+static struct dentry *kpg_debugfs;
+
+static int kpg_snapshot_show(struct seq_file *m, void *unused)
+{
+	kpg_report(m, "snapshot");
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(kpg_snapshot);
+
+static void kpg_debugfs_add(void)
+{
+	struct dentry *top = debugfs_lookup("kprobegen", NULL);
+
+	if (!top)
+		top = debugfs_create_dir("kprobegen", NULL);
+	else
+		dput(top);	/* debugfs_lookup took a reference; the folder stays */
+	if (IS_ERR_OR_NULL(top))
+		return;		/* no debugfs (lockdown, or not built): the log reports still work */
+	kpg_debugfs = debugfs_create_dir(KBUILD_MODNAME, top);
+	if (!IS_ERR_OR_NULL(kpg_debugfs))
+		debugfs_create_file("report", 0400, kpg_debugfs, NULL, &kpg_snapshot_fops);
 }
 
 /* ---------------------------------------------------------------- load / unload */
@@ -409,12 +481,10 @@ static void kpg_explain_failure(void)
 
 static int __init kpg_init(void)
 {
-	/* The release is escaped like comm: a locally built kernel may name itself anything. */
-	static char release[sizeof(init_utsname()->release) * 4 + 1];
 	int err = -ENOMEM;
 
-	kpg_escape(release, init_utsname()->release, sizeof(init_utsname()->release));
-	kpg_line("load", "kernel=%s hooks=%d protocol=%d", release, 2, KPG_PROTOCOL);
+	kpg_escape(kpg_release, init_utsname()->release, sizeof(init_utsname()->release));
+	kpg_line("load", "kernel=%s hooks=%d protocol=%d", kpg_release, 2, KPG_PROTOCOL);
 	kpg_clone__pcpu = alloc_percpu(struct kpg_clone__cpu);
 	if (!kpg_clone__pcpu)
 		goto fail;
@@ -431,6 +501,7 @@ static int __init kpg_init(void)
 	err = register_kprobes(kpg_kprobes, ARRAY_SIZE(kpg_kprobes));
 	if (err)
 		goto explain;
+	kpg_debugfs_add();
 	return 0;
 
 explain:
@@ -442,9 +513,11 @@ fail:
 
 static void __exit kpg_exit(void)
 {
+	/* First: a snapshot being read finishes, and none starts, before anything is freed. */
+	debugfs_remove(kpg_debugfs);
 	/* After unregistering, no handler runs any more: the counts are final. */
 	unregister_kprobes(kpg_kprobes, ARRAY_SIZE(kpg_kprobes));
-	kpg_report("unload");
+	kpg_report(NULL, "unload");
 	kpg_free();
 }
 

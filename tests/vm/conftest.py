@@ -92,3 +92,15 @@ def qemu_processes_with(needle: str) -> list[int]:
             if needle.encode() in cmd:
                 pids.append(int(d.name))
     return pids
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The full Debian guest image (bookworm), built once per session (minutes) or reused."""
+    from kprobegen.vm import guest
+
+    require(os.geteuid() == 0, "building the guest image needs root (debootstrap, chroot)")
+    require(shutil.which("debootstrap") is not None, "apt-get install debootstrap")
+    require(shutil.which("mkfs.ext4") is not None, "apt-get install e2fsprogs")
+    require(shutil.which("qemu-system-x86_64") is not None, "apt-get install qemu-system-x86")
+    return guest.build_image("bookworm")

@@ -17,22 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require
-
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 MODULES = Path(__file__).resolve().parents[2] / "modules"
-
-
-@pytest.fixture(scope="session")
-def image():
-    from kprobegen.vm import guest
-
-    require(os.geteuid() == 0, "building the guest image needs root (debootstrap, chroot)")
-    require(shutil.which("debootstrap") is not None, "apt-get install debootstrap")
-    require(shutil.which("mkfs.ext4") is not None, "apt-get install e2fsprogs")
-    require(shutil.which("qemu-system-x86_64") is not None, "apt-get install qemu-system-x86")
-    return guest.build_image("bookworm")
 
 
 def boot(image, *cmd, add=()):
