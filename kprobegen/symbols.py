@@ -22,16 +22,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import gzip
-import os
 import pickle
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kprobegen.cache import atomic_write, cache_dir, lock, publish_dir, staging_dir
 from kprobegen.errors import KernelError, SymbolError
 
 if TYPE_CHECKING:
@@ -71,6 +70,9 @@ class Profile:
     module_symbols: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     # (address, type, name) of every vmlinux symbol, in address order, for system_map()
     entries: tuple[tuple[int, str, str], ...] = field(default=(), repr=False, compare=False)
+    # probe-able names that several vmlinux functions share (static functions of different
+    # files): register_kprobe attaches to the first of them only
+    ambiguous: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
     init_lo, init_hi = bounds.get("_sinittext"), bounds.get("_einittext")
     have_addrs = any(a for a, _, _, _ in syms[:1000])
     types: dict[str, str] = {}
+    text_count: dict[str, int] = {}
     functions: set[str] = set()
     not_probeable: dict[str, str] = {}
     modules: dict[str, str] = {}
@@ -225,6 +228,7 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
         types.setdefault(name, typ)
         if typ not in TEXT_TYPES:
             continue
+        text_count[name] = text_count.get(name, 0) + 1
         why = _not_entry(name)
         if why is None and have_addrs and lo is not None and hi is not None and not lo <= addr < hi:
             if init_lo is not None and init_hi is not None and init_lo <= addr < init_hi:
@@ -247,6 +251,7 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
         not_probeable=not_probeable,
         module_symbols=modules,
         entries=tuple(entries),
+        ambiguous=frozenset(n for n in functions if text_count.get(n, 0) > 1),
     )
 
 
@@ -255,9 +260,11 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
 
 
 def profile_dir(release: str) -> Path:
-    from kprobegen.kernels import cache_dir
-
     return cache_dir() / "profiles" / release
+
+
+# Part of the parsed profile's cache key: bumped when Profile gains or changes a field.
+PARSED_FORMAT = 2
 
 
 def load_profile(kernel: Kernel | str, capture: bool = True,
@@ -277,16 +284,19 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
                 f"no kernel profile cached for {kernel.release} in {pdir}: capture one "
                 "(it boots the kernel once, a few seconds)"
             )
-        if progress:
-            progress(f"capturing the kernel profile of {kernel.release} (boots it once)")
-        from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
+        # One capture per kernel at a time: a second process waits, then finds it cached.
+        with lock(pdir.parent / f".lock-{kernel.release}"):
+            if not (pdir / "kallsyms.gz").is_file():
+                if progress:
+                    progress(f"capturing the kernel profile of {kernel.release} (boots it once)")
+                from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
 
-        raw = capture_profile(kernel, progress=progress)
-        save_raw_profile(kernel.release, raw)
-        if progress:
-            progress(f"kernel profile of {kernel.release} cached in {pdir}")
+                raw = capture_profile(kernel, progress=progress)
+                save_raw_profile(kernel.release, raw)
+                if progress:
+                    progress(f"kernel profile of {kernel.release} cached in {pdir}")
     stamp = tuple(_stamp(pdir / f"{n}.gz") for n in RAW_NAMES)
-    memo_key = (str(pdir), stamp, str(kernel.config))
+    memo_key = (PARSED_FORMAT, str(pdir), stamp, str(kernel.config))
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     # Parsing 87,000 kallsyms lines takes a quarter of a second: keep the parsed profile
@@ -316,9 +326,7 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
         _MEMO.clear()
     _MEMO[memo_key] = profile
     try:
-        with tempfile.NamedTemporaryFile(dir=pdir, delete=False, prefix=".parsed-") as fh:
-            pickle.dump((memo_key, profile), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(fh.name, parsed)
+        atomic_write(parsed, pickle.dumps((memo_key, profile), protocol=pickle.HIGHEST_PROTOCOL))
     except OSError:
         pass  # a read-only cache only costs the parse next time
     return profile
@@ -338,22 +346,22 @@ _MEMO: dict[tuple, Profile] = {}
 
 
 def save_raw_profile(release: str, raw: Mapping[str, bytes | str]) -> Path:
-    """Store the raw texts gzip-compressed in cache_dir()/profiles/<release>/ (atomically)."""
+    """Store the raw texts gzip-compressed in cache_dir()/profiles/<release>/, replacing what
+    is there. Atomic, also against concurrent saves and readers: the folder is written under
+    a unique name and swapped in with one rename (the old one renamed aside first)."""
     pdir = profile_dir(release)
-    tmp = pdir.with_name(f".tmp-{release}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if not raw.get("kallsyms"):
+        raise KernelError(f"the captured profile of {release} has no kallsyms")
+    tmp = staging_dir(pdir)
     try:
         for name in RAW_NAMES:
             data = raw.get(name)
             if data is None:
                 continue
             (tmp / f"{name}.gz").write_bytes(gzip.compress(_raw_bytes(data), compresslevel=6, mtime=0))
-        if not (tmp / "kallsyms.gz").is_file():
-            raise KernelError(f"the captured profile of {release} has no kallsyms")
-        if pdir.exists():
-            shutil.rmtree(pdir)
-        os.rename(tmp, pdir)
+        # Losing the race to a concurrent save is fine: theirs holds the same kernel's texts.
+        if not publish_dir(tmp, pdir, replace=True):
+            raise KernelError(f"could not store the kernel profile of {release} in {pdir}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return pdir
