@@ -24,13 +24,12 @@ import fnmatch
 import gzip
 import pickle
 import re
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kprobegen.cache import atomic_write, cache_dir, lock, publish_dir, staging_dir
+from kprobegen.cache import atomic_write, cache_dir, lock
 from kprobegen.errors import KernelError, SymbolError
 
 if TYPE_CHECKING:
@@ -347,21 +346,17 @@ _MEMO: dict[tuple, Profile] = {}
 
 def save_raw_profile(release: str, raw: Mapping[str, bytes | str]) -> Path:
     """Store the raw texts gzip-compressed in cache_dir()/profiles/<release>/, replacing what
-    is there. Atomic, also against concurrent saves and readers: the folder is written under
-    a unique name and swapped in with one rename (the old one renamed aside first)."""
+    is there. Safe against concurrent saves and readers: each file is written under a unique
+    name and renamed into place, and kallsyms.gz, whose presence marks a complete profile,
+    comes last. (Swapping the whole folder would leave readers a moment with no profile.)"""
     pdir = profile_dir(release)
     if not raw.get("kallsyms"):
         raise KernelError(f"the captured profile of {release} has no kallsyms")
-    tmp = staging_dir(pdir)
-    try:
-        for name in RAW_NAMES:
-            data = raw.get(name)
-            if data is None:
-                continue
-            (tmp / f"{name}.gz").write_bytes(gzip.compress(_raw_bytes(data), compresslevel=6, mtime=0))
-        # Losing the race to a concurrent save is fine: theirs holds the same kernel's texts.
-        if not publish_dir(tmp, pdir, replace=True):
-            raise KernelError(f"could not store the kernel profile of {release} in {pdir}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    pdir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(RAW_NAMES, key=lambda n: n == "kallsyms"):
+        data = raw.get(name)
+        if data is None:
+            (pdir / f"{name}.gz").unlink(missing_ok=True)
+            continue
+        atomic_write(pdir / f"{name}.gz", gzip.compress(_raw_bytes(data), compresslevel=6, mtime=0))
     return pdir
