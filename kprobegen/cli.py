@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import KprobegenError, LoadError, SpecError
+from .errors import BuildError, KprobegenError, LoadError, SpecError
 
 
 def _progress(args) -> callable:
@@ -323,8 +323,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line, like every other kprobegen error."""
 
     def error(self, message: str):
-        self.exit(2, f"kprobegen: error: {self.prog.removeprefix('kprobegen').strip() or 'arguments'}: {message} "
-                     f"(see {self.prog} --help)\n")
+        self.exit(2, f"kprobegen: error: {self.prog.removeprefix('kprobegen').strip() or 'arguments'}: "
+                     f"{_one_line(message)} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         _remove_created_dirs()
         if args.debug:
             raise
-        _error(str(exc))
+        _error(str(exc), keep_lines=isinstance(exc, BuildError))
         return exc.exit_code
     except KeyboardInterrupt:
         _remove_created_dirs()
@@ -450,9 +450,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _error(message: str, prefix: str = "error: ") -> None:
+def _one_line(text: str) -> str:
+    """Control characters and line breaks (also \\x85, U+2028) of user input as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _error(message: str, prefix: str = "error: ", keep_lines: bool = False) -> None:
     if sys.stderr is not None:
-        print(f"kprobegen: {prefix}{message}", file=sys.stderr)
+        # One line, whatever a path or value holds; only Kbuild's diagnostics keep their lines.
+        lines = message.split("\n") if keep_lines else [message]
+        print(f"kprobegen: {prefix}" + "\n".join(_one_line(line) for line in lines), file=sys.stderr)
 
 
 def _remove_created_dirs() -> None:

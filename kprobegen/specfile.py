@@ -22,10 +22,11 @@ def is_stdin(path: str | Path) -> bool:
     return str(path) in STDIN_NAMES
 
 
-def _read_bounded(fd: int, source: str) -> bytes:
+def _read_bounded(read, source: str) -> bytes:
+    """Read with ``read(n)`` until EOF, but never more than MAX_SPEC_BYTES + 1 bytes."""
     chunks, total = [], 0
     while True:
-        chunk = os.read(fd, min(1 << 16, MAX_SPEC_BYTES + 1 - total))
+        chunk = read(min(1 << 16, MAX_SPEC_BYTES + 1 - total))
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -41,7 +42,10 @@ def read_spec_bytes(path: str | Path) -> bytes:
     if is_stdin(path):
         if sys.stdin is None:
             raise SpecError("-: standard input is closed; give the spec as a file")
-        return _read_bounded(sys.stdin.fileno(), "<stdin>")
+        try:
+            return _read_bounded(sys.stdin.buffer.read, "<stdin>")
+        except OSError as exc:
+            raise SpecError(f"<stdin>: cannot read the spec: {exc.strerror or exc}") from None
     source = str(path)
     try:
         # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever.
@@ -57,7 +61,7 @@ def read_spec_bytes(path: str | Path) -> bytes:
             raise SpecError(f"{source}: cannot read the spec: it is {kind}, not a regular file "
                             "(use - to read the spec from standard input)")
         try:
-            return _read_bounded(fd, source)
+            return _read_bounded(lambda n: os.read(fd, n), source)
         except OSError as exc:
             raise SpecError(f"{source}: cannot read the spec: {exc.strerror}") from None
     finally:
