@@ -439,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ValueError as exc:
+        if "null byte" not in str(exc) or args.debug:  # only os's refusal of a path with a NUL in it
+            raise
+        _remove_created_dirs()
+        _error("a path given holds a NUL byte, which no file name can")
+        return 1
     except OSError as exc:  # an output path that went bad under us, a full disk, …
         _remove_created_dirs()
         if args.debug:

@@ -401,6 +401,9 @@ Path_ = tuple  # a key path: ("hooks", 1, "histogram", "of")
 def _format_path(path: Path_) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str):  # a user's key, quoted in an error line: printable, and not all of it
+            part = "".join(c if c.isprintable() else repr(c)[1:-1] for c in part)
+            part = part if len(part) <= 40 else part[:39] + "…"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -451,7 +454,7 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, located: _Located, path
             child = path + (key,)
             located.keys[child] = _mark(key_node)
             if key in result:
-                raise located.error(child, f"duplicate key {key!r}; give each key once", key=True)
+                raise located.error(child, f"duplicate key {_short(key)}; give each key once", key=True)
             result[key] = _construct(value_node, loader, located, child, seen)
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -575,7 +578,7 @@ def _describe_error(err: dict, located: _Located) -> SpecError:
         known = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-        return located.error(loc, f"unknown key {key!r}; {hint}", key=True)
+        return located.error(loc, f"unknown key {_short(key)}; {hint}", key=True)
     if kind == "missing":
         return located.error(loc, f"required key {loc[-1]!r} is missing; add it", key=True)
     if kind == "literal_error":

@@ -52,6 +52,8 @@ def read_spec_bytes(path: str | Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         raise SpecError(f"{source}: cannot read the spec: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise SpecError(f"{source!r}: cannot read the spec: a file name cannot hold a NUL byte") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
