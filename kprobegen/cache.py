@@ -40,9 +40,17 @@ def lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# mkstemp makes files 0600; what lands in place gets the mode a plain open() would give.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _temp_beside(dest: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    finally:
+        os.close(fd)
     return Path(name)
 
 
@@ -99,7 +107,9 @@ def digest(path: Path) -> tuple[int, str]:
 def staging_dir(dest: Path) -> Path:
     """A new empty folder beside ``dest``, to fill and then publish with publish_dir()."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp's 0700, like a plain mkdir
+    return staging
 
 
 def drop_dir(path: Path) -> None:

@@ -416,6 +416,11 @@ class _Located:
         self.values: dict[Path_, _Where] = {}
         self.keys: dict[Path_, _Where] = {}
 
+    def __eq__(self, other: object) -> bool:  # Spec equality compares its private attributes too
+        return isinstance(other, _Located) and (self.source, self.values, self.keys) == (other.source, other.values, other.keys)
+
+    __hash__ = None
+
     def where(self, path: Path_, key: bool = False) -> _Where | None:
         # Walk up until something is known: a missing key is reported at its parent mapping.
         path = tuple(path)
