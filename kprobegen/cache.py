@@ -1,9 +1,10 @@
 """The cache folder, and the one implementation of what several processes sharing it (or an
-output folder) need: locks, atomic writes and copies, atomic folder swaps, artifact digests.
+output folder) need: locks, atomic writes and copies (with the copy's sha256), folders
+published whole, and folders dropped without pulling them from under a reader.
 
 Every write that another process may read goes to a temporary name unique to this process
 and thread, in the destination's own folder, then moves into place with one rename; a folder
-that is replaced is first renamed aside (atomically), then deleted. Readers never see half a
+that is dropped is first renamed aside (atomically), then deleted. Readers never see half a
 file or half a folder.
 """
 
@@ -93,17 +94,6 @@ def atomic_copy(src: Path, dest: Path) -> None:
         raise
 
 
-def digest(path: Path) -> tuple[int, str]:
-    """(size, sha256 hex) of a file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 def staging_dir(dest: Path) -> Path:
     """A new empty folder beside ``dest``, to fill and then publish with publish_dir()."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -126,19 +116,16 @@ def drop_dir(path: Path) -> None:
         aside.unlink(missing_ok=True)
 
 
-def publish_dir(staging: Path, dest: Path, replace: bool = False) -> bool:
+def publish_dir(staging: Path, dest: Path) -> bool:
     """Move the filled ``staging`` folder to ``dest`` in one rename. When ``dest`` exists it is
-    kept (another process published first: True, ours is dropped) unless ``replace``, which
-    drops the old one first. Returns True when ``dest`` holds a complete folder afterwards."""
+    kept (another process published the same thing first) and ours is deleted. Returns True
+    when ``dest`` holds a complete folder afterwards."""
     try:
-        if replace:
-            drop_dir(dest)
         try:
             os.rename(staging, dest)
             return True
         except OSError:
-            # dest exists (a concurrent publisher won; rename of a folder onto a non-empty
-            # folder fails): theirs is as good as ours.
+            # dest exists (renaming a folder onto a non-empty folder fails): theirs is as good as ours.
             return dest.is_dir()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
