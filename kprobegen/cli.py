@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import KprobegenError, LoadError, SpecError
+from .errors import BuildError, KprobegenError, LoadError, SpecError
 from .progress import Notice
 
 
@@ -39,6 +40,71 @@ def _print_json(data) -> None:
 def _warn(lines) -> None:
     for line in lines:
         print(f"kprobegen: warning: {line}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------- argument checks
+
+MAX_TIMEOUT = 7 * 24 * 3600.0
+
+
+def _seconds(text: str) -> float:
+    """--timeout: a finite number of seconds above 0 (nan would disable the timeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds above 0 and at most {MAX_TIMEOUT:.0f}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """--top: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return value
+
+
+def _path(text: str) -> Path:
+    """An output path: not empty (Path('') would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a folder")
+    return Path(text)
+
+
+# Output folders this command created, removed again (if still empty) when it fails.
+_created_dirs: list[Path] = []
+
+
+def _output_dir(path: Path, option: str) -> Path:
+    """Make sure ``path`` is (or now is) a writable folder before any work is done, so that a
+    bad -o / --keep fails at once with one line and nothing half-written. Folders created here
+    are removed again if the command fails."""
+    missing = []
+    p = path
+    while not (p.exists() or p.is_symlink()) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if not p.is_dir():
+        where = "" if p == path else f" ({p} is not a folder)"
+        raise KprobegenError(f"{option} {path}: {'exists and is not a folder' if p == path else 'cannot be created'}{where}")
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise KprobegenError(f"{option} {path}: {folder} exists and is not a folder") from None
+            continue
+        except OSError as exc:
+            raise KprobegenError(f"{option} {path}: cannot create {folder}: {exc.strerror}") from None
+        _created_dirs.append(folder)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise KprobegenError(f"{option} {path}: the folder is not writable")
+    return path
 
 
 def _kernel(args):
@@ -108,6 +174,7 @@ def cmd_render(args) -> int:
     if args.emit_c or not args.output:
         sys.stdout.write(render_c(spec))
         return 0
+    _output_dir(args.output, "-o")
     _warn(_equivalent_warnings(spec))
     for path in render(spec, args.output):
         print(path)
@@ -143,6 +210,9 @@ def cmd_bpftrace(args) -> int:
 def cmd_build(args) -> int:
     from .kbuild import make_command, resolve_tree
 
+    # Without --kernel the default kernel's tree builds the module, but its profile is not
+    # used: no symbol check, no glob expansion, and so never a boot to capture a profile.
+    by_profile = args.kernel is not None
     kernel = _kernel(args) if args.kernel_dir is None else None
     if args.kernel_dir is None and kernel is None:
         from .kernels import find_kernel
@@ -154,8 +224,9 @@ def cmd_build(args) -> int:
         return 0
     from .pipeline import build_spec
 
-    built, _ = build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir,
-                          check_symbols=kernel is not None and not args.no_symbol_check,
+    _output_dir(args.output, "-o")
+    built, _ = build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_profile=by_profile,
+                          check_symbols=by_profile and not args.no_symbol_check,
                           use_cache=not args.no_cache, strict=args.strict, progress=_progress(args),
                           accel=args.accel)
     _warn(built.warnings)
@@ -231,6 +302,8 @@ def cmd_run(args) -> int:
             raise LoadError(f"cannot load modules on this host: {why}; drop --host (the VM is the default here) or pass --vm")
         raise LoadError("loading on the host is not supported yet (it needs a manager that tracks what is loaded); use --vm")
     add = _add_pairs(args.add)
+    if args.keep is not None:
+        _output_dir(args.keep, "--keep")
     outcome = run_spec(args.spec, cmd, kernel_release=args.kernel, add=add, timeout=args.timeout, accel=args.accel,
                        check_symbols=not args.no_symbol_check, progress=_progress(args), out_dir=args.keep)
     if args.log:
@@ -252,14 +325,12 @@ def cmd_run(args) -> int:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all (a temporary file beside it, renamed)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.kprobegen-{os.getpid()}")
+    """Write ``data`` to ``path`` whole or not at all."""
+    from .cache import atomic_write
+
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(Path(path), data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise KprobegenError(f"{path}: cannot write: {exc.strerror}") from None
 
 
@@ -520,8 +591,16 @@ through as they are, then the counts are printed. The exit status is CMD's.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other kprobegen error."""
+
+    def error(self, message: str):
+        self.exit(2, f"kprobegen: error: {self.prog.removeprefix('kprobegen').strip() or 'arguments'}: "
+                     f"{_one_line(message)} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="kprobegen", description="YAML hook specs → kprobe kernel modules → exact counts.")
+    top = _Parser(prog="kprobegen", description="YAML hook specs → kprobe kernel modules → exact counts.")
     top.add_argument("--version", action="version", version=f"kprobegen {__version__}")
     top.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -551,7 +630,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="write the module's C, Makefile, .stp and .bt")
     spec_arg(p)
-    p.add_argument("-o", "--output", type=Path, help="output folder (without it: the C to stdout)")
+    p.add_argument("-o", "--output", type=_path, help="output folder (without it: the C to stdout)")
     p.add_argument("--kernel", help="expand symbol globs and check symbols against this kernel")
     accel_arg(p)
     p.add_argument("--emit-c", action="store_true", help=argparse.SUPPRESS)
@@ -566,7 +645,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="render and build the .ko with Kbuild")
     spec_arg(p)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--output", type=_path, required=True, help="output folder")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--kernel", help="a kernel release or suite (see `kprobegen kernels list`); "
                                         "symbols are checked against its profile")
@@ -583,9 +662,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="a saved kernel log (dmesg, dmesg -r/-x, journalctl -k, /dev/kmsg records, syslog); - or nothing: stdin")
     p.add_argument("--module", help="only this module")
     p.add_argument("--all", action="store_true", help="every report (a time series), not just the latest complete one")
-    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="keys shown per hook in the table (default 10)")
     json_arg(p, "the results (docs/results.md)")
-    p.add_argument("--max-bytes", type=int, default=None, metavar="N",
+    p.add_argument("--max-bytes", type=_positive_int, default=None, metavar="N",
                    help="read at most N bytes of log (default 4 GiB); more is an error")
     p.set_defaults(func=cmd_parse)
 
@@ -600,13 +679,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", help="kernel release or suite for the VM (default: the installed Debian cloud kernel)")
     p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]",
                    help="copy a file or folder into the guest (default guest path: /NAME); repeatable")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds before the VM is killed (default 120)")
+    p.add_argument("--timeout", type=_seconds, default=120.0, help="seconds before the VM is killed (default 120)")
     accel_arg(p)
     p.add_argument("--no-symbol-check", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--keep", type=Path, help="keep the built module and sources in this folder")
-    p.add_argument("--log", type=Path, metavar="FILE",
+    p.add_argument("--keep", type=_path, help="keep the built module and sources in this folder")
+    p.add_argument("--log", type=_path, metavar="FILE",
                    help="write the run's kernel log to FILE (what `kprobegen parse FILE` reads)")
-    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="keys shown per hook in the table (default 10)")
     json_arg(p, "the results, the workload's exit_code, stdout and stderr")
     p.add_argument("cmd", nargs="*", help="-- CMD [ARGS...]: the workload, run in the guest")
     p.set_defaults(func=cmd_run)
@@ -635,12 +714,12 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("snapshot", help="live counts of a loaded module (no unload, nothing in the kernel log)")
     p.add_argument("module", help="the module's name")
-    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="keys shown per hook in the table (default 10)")
     json_arg(p, "the results (docs/results.md)")
     p.set_defaults(func=cmd_snapshot)
     p = sub.add_parser("unload", help="rmmod a kprobegen module and print its final counts")
     p.add_argument("module", help="the module's name")
-    p.add_argument("--top", type=int, default=10, help="keys shown per hook in the table (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="keys shown per hook in the table (default 10)")
     json_arg(p, "the final results (docs/results.md)")
     p.set_defaults(func=cmd_unload)
 
@@ -663,8 +742,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the guest image's suite (default bookworm)")
     p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]",
                    help="copy a file or folder into the guest (default guest path: /NAME; relative: under /root)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the guest is killed (default 600)")
-    p.add_argument("--memory", type=int, default=1024, help="guest memory in MiB (default 1024)")
+    p.add_argument("--timeout", type=_seconds, default=600.0, help="seconds before the guest is killed (default 600)")
+    p.add_argument("--memory", type=_positive_int, default=1024, help="guest memory in MiB (default 1024)")
     accel_arg(p)
     p.add_argument("cmd", nargs="*", help="-- CMD [ARGS...]: the command, run as root in the guest")
     p.set_defaults(func=cmd_vm)
@@ -688,23 +767,66 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if hasattr(args, "cmd"):
         args.cmd = list(args.cmd) + workload
+    _created_dirs.clear()
     try:
+        if sys.stdout is None:  # started with stdout closed (`>&-`): every command answers there
+            raise KprobegenError("standard output is closed; redirect it to a file or /dev/null")
         if getattr(args, "accel", "") is None:
             from .vm.qemu import default_accel
 
             args.accel = default_accel()  # $KPROBEGEN_ACCEL checked before any work is done
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except KprobegenError as exc:
+        _remove_created_dirs()
         if args.debug:
             raise
-        print(f"kprobegen: error: {exc}", file=sys.stderr)
+        _error(str(exc), keep_lines=isinstance(exc, BuildError))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("kprobegen: interrupted", file=sys.stderr)
+        _remove_created_dirs()
+        _error("interrupted", prefix="")
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ValueError as exc:
+        if "null byte" not in str(exc) or args.debug:  # only os's refusal of a path with a NUL in it
+            raise
+        _remove_created_dirs()
+        _error("a path given holds a NUL byte, which no file name can")
+        return 1
+    except OSError as exc:  # an output path that went bad under us, a full disk, …
+        _remove_created_dirs()
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
+        if not exc.filename and sys.stdout is not None:  # stdout itself failed: do not flush it again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _one_line(text: str) -> str:
+    """Control characters and line breaks (also \\x85, U+2028) of user input as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _error(message: str, prefix: str = "error: ", keep_lines: bool = False) -> None:
+    if sys.stderr is not None:
+        # One line, whatever a path or value holds; only Kbuild's diagnostics keep their lines.
+        lines = message.split("\n") if keep_lines else [message]
+        print(f"kprobegen: {prefix}" + "\n".join(_one_line(line) for line in lines), file=sys.stderr)
+
+
+def _remove_created_dirs() -> None:
+    for folder in reversed(_created_dirs):
+        try:
+            folder.rmdir()  # only if still empty
+        except OSError:
+            pass
+    _created_dirs.clear()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ import json
 from typing import TYPE_CHECKING, Callable
 
 from . import __version__, templates_dir
-from .errors import BuildError
+from .cache import atomic_copy, cache_dir, copy_to_temp, drop_dir, publish_dir, staging_dir
+from .errors import BuildError, SpecError
+from .specfile import is_stdin, read_spec_bytes
 
 if TYPE_CHECKING:
     from .spec import Spec
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
 # cached_by_spec() needs neither, and their imports are most of a cached CLI build's time.
 
 Progress = Callable[[str], None]
+
+# Cache entries hold a manifest.json naming each artifact with its size and sha256; an entry
+# whose files do not match it is damaged, dropped and built again. Bumped when the layout
+# changes (it is part of both cache keys, so older entries are simply never looked up).
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,83 @@ def resolve_tree(kernel=None, kernel_dir: str | Path | None = None) -> tuple[Pat
 
 
 def _cache_root() -> Path:
-    from .kernels import cache_dir
-
     return cache_dir() / "builds"
+
+
+class _Damaged(Exception):
+    """A cache entry whose files do not match its manifest."""
+
+
+def _manifest(entry: Path, str_fields: tuple[str, ...] = (), list_fields: tuple[str, ...] = ()) -> dict:
+    """The manifest of a cache entry, checked for shape (not yet against the files)."""
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise _Damaged("no manifest.json") from None
+    except (OSError, ValueError) as exc:
+        raise _Damaged(f"unreadable manifest.json ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise _Damaged("manifest.json is not a kprobegen manifest")
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise _Damaged("manifest.json lists no artifacts")
+    for name, meta in artifacts.items():
+        if (not isinstance(name, str) or name != Path(name).name or name.startswith(".")
+                or not isinstance(meta, dict) or not isinstance(meta.get("size"), int)
+                or not isinstance(meta.get("sha256"), str)):
+            raise _Damaged(f"manifest.json has a malformed artifact entry {str(name)[:40]!r}")
+    for key in str_fields:
+        if not isinstance(manifest.get(key), str):
+            raise _Damaged(f"manifest.json has no {key}")
+    for key in list_fields:
+        value = manifest.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _Damaged(f"manifest.json has no list of {key}")
+    return manifest
+
+
+def _write_entry(entry: Path, files: dict[str, Path], meta: dict) -> None:
+    """Publish a cache entry: copies of ``files`` (name -> source path) and a manifest with
+    their sizes and hashes, all at once. An entry already there (a concurrent build of the
+    same key) is kept."""
+    staging = staging_dir(entry)
+    try:
+        artifacts = {}
+        for name, src in files.items():
+            tmp, size, sha = copy_to_temp(src, staging / name)
+            os.replace(tmp, staging / name)
+            artifacts[name] = {"size": size, "sha256": sha}
+        (staging / "manifest.json").write_text(json.dumps({**meta, "format": CACHE_FORMAT, "artifacts": artifacts}))
+        publish_dir(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _serve_entry(entry: Path, manifest: dict, out: Path) -> None:
+    """Copy every artifact of a cache entry into ``out``, each checked against the manifest's
+    size and sha256 while it is copied; all land in ``out`` only once all are good."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, meta in manifest["artifacts"].items():
+            try:
+                tmp, size, sha = copy_to_temp(entry / name, out / name)
+            except FileNotFoundError:
+                raise _Damaged(f"{name} is missing") from None
+            staged.append((tmp, out / name))
+            if (size, sha) != (meta["size"], meta["sha256"]):
+                raise _Damaged(f"{name} is {size} bytes with another hash than the {meta['size']} bytes recorded")
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+        staged = []
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _drop(entry: Path, why: str, note: Progress | None) -> None:
+    drop_dir(entry)
+    if note:
+        note(f"the build cache entry {entry} was damaged ({why}): dropped it; building again")
 
 
 def _tree_stamp(tree: Path) -> bytes:
@@ -116,7 +197,7 @@ def _read_by_kbuild(name: str) -> bool:
 
 def cache_key(files: dict[str, str], kernel_dir: Path, release: str, make_vars: dict[str, str]) -> str:
     digest = hashlib.sha256()
-    digest.update(f"kprobegen {__version__}\0{kernel_dir.resolve()}\0{release}\0".encode())
+    digest.update(f"kprobegen {__version__}\0cache-format={CACHE_FORMAT}\0{kernel_dir.resolve()}\0{release}\0".encode())
     digest.update(_tree_stamp(kernel_dir))
     for key, value in sorted(make_vars.items()):
         digest.update(f"{key}={value}\0".encode())
@@ -174,11 +255,13 @@ def build(
     use_cache: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
+    note: Progress | None = None,
 ) -> BuiltModule:
     """Render ``spec`` and build ``<module>.ko`` into ``out_dir`` (with the rendered sources).
 
     ``kernel`` is a kernels.Kernel; ``kernel_dir`` an explicit Kbuild tree; neither: the default
-    kernel. ``strict`` turns compiler warnings into a BuildError.
+    kernel. ``strict`` turns compiler warnings into a BuildError. ``note`` hears about a
+    damaged cache entry that was dropped.
     """
     from .render import render_files, write_files
 
@@ -191,12 +274,18 @@ def build(
     out = Path(out_dir)
     ko_name = f"{spec.module}.ko"
 
-    if use_cache and (cached / ko_name).is_file():
-        say(f"cached build of {spec.module} for {release}")
-        write_files(files, out)
-        shutil.copyfile(cached / ko_name, out / ko_name)
-        warnings = tuple((cached / "warnings.txt").read_text().splitlines()) if (cached / "warnings.txt").exists() else ()
-        return BuiltModule(spec.module, out / ko_name, out, release, tree, True, warnings, sources=tuple(files))
+    if use_cache and (cached.exists() or cached.is_symlink()):
+        try:
+            manifest = _manifest(cached, list_fields=("warnings",))
+            if list(manifest["artifacts"]) != [ko_name]:
+                raise _Damaged(f"manifest.json does not list {ko_name}")
+            write_files(files, out)
+            _serve_entry(cached, manifest, out)
+            say(f"cached build of {spec.module} for {release}")
+            return BuiltModule(spec.module, out / ko_name, out, release, tree, True, tuple(manifest["warnings"]),
+                               sources=tuple(files))
+        except _Damaged as exc:
+            _drop(cached, str(exc), note)
 
     work = Path(tempfile.mkdtemp(prefix=f"kpg-{spec.module}-"))
     try:
@@ -223,15 +312,12 @@ def build(
         if not (work / ko_name).is_file():
             raise BuildError(f"Kbuild reported success but wrote no {ko_name} in {work}")
         write_files(files, out)
-        shutil.copyfile(work / ko_name, out / ko_name)
+        atomic_copy(work / ko_name, out / ko_name)
         if use_cache:
-            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(cached.parent)))
-            shutil.copyfile(work / ko_name, staging / ko_name)
-            (staging / "warnings.txt").write_text("\n".join(warnings))
             try:
-                os.replace(staging, cached)
-            except OSError:  # another build of the same key won the race
-                shutil.rmtree(staging, ignore_errors=True)
+                _write_entry(cached, {ko_name: work / ko_name}, {"warnings": list(warnings)})
+            except OSError:
+                pass  # a cache that cannot be written costs the next build its speed, nothing else
         return BuiltModule(spec.module, out / ko_name, out, release, tree, False, warnings, tuple(command),
                            sources=tuple(files))
     finally:
@@ -239,12 +325,15 @@ def build(
 
 
 def _spec_key(spec_file: Path, tree: Path, release: str, symbols_checked: bool) -> str | None:
-    """A key from the spec file's bytes and name (what the generated files derive from)."""
-    try:
-        data = spec_file.read_bytes()
-    except OSError:
+    """A key from the spec file's bytes and name (what the generated files derive from); None
+    for standard input or a file that cannot be read as a spec (load_spec says why)."""
+    if is_stdin(spec_file):
         return None
-    digest = hashlib.sha256(f"kprobegen {__version__}\0{spec_file.name}\0{tree.resolve()}\0{release}\0".encode())
+    try:
+        data = read_spec_bytes(spec_file)
+    except SpecError:
+        return None
+    digest = hashlib.sha256(f"kprobegen {__version__}\0cache-format={CACHE_FORMAT}\0{spec_file.name}\0{tree.resolve()}\0{release}\0".encode())
     digest.update(_tree_stamp(tree))
     # The templates too: an edited template must not be served from an old rendering.
     for template in sorted(templates_dir().glob("*.j2")):
@@ -262,37 +351,33 @@ def remember_spec(spec_file: Path, built: BuiltModule, symbols_checked: bool) ->
     entry = _cache_root() / "by-spec" / key
     files = sorted(built.sources)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(entry.parent)))
-        for name in files + [built.ko.name]:
-            shutil.copyfile(built.out_dir / name, staging / name)
-        (staging / "manifest.json").write_text(json.dumps(
-            {"module": built.name, "files": files, "ko": built.ko.name, "warnings": list(built.warnings)}))
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(staging, entry)
+        _write_entry(entry, {name: built.out_dir / name for name in files + [built.ko.name]},
+                     {"module": built.name, "files": files, "ko": built.ko.name, "warnings": list(built.warnings)})
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
+        pass  # as in build(): an unwritable cache only costs speed
 
 
 def cached_by_spec(spec_file: Path, out_dir: str | Path, tree: Path, release: str,
-                   symbols_checked: bool) -> BuiltModule | None:
+                   symbols_checked: bool, note: Progress | None = None) -> BuiltModule | None:
     """The build of an unchanged spec file, straight from the cache: no YAML, no templates,
-    no compiler. None when this spec file was never built for this tree."""
+    no compiler. None when this spec file was never built for this tree, or when its entry
+    is damaged (a file missing, truncated or changed): then the entry is dropped, ``note``
+    says so, and the caller builds again."""
     key = _spec_key(Path(spec_file), tree, release, symbols_checked)
-    entry = _cache_root() / "by-spec" / key if key else None
-    try:
-        manifest = json.loads((entry / "manifest.json").read_text())
-    except (OSError, ValueError, TypeError):
+    if key is None:
         return None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in manifest["files"] + [manifest["ko"]]:
-        staged = out / f".{name}.kprobegen-tmp"
-        shutil.copyfile(entry / name, staged)
-        os.replace(staged, out / name)
+    entry = _cache_root() / "by-spec" / key
+    if not (entry.exists() or entry.is_symlink()):
+        return None
+    try:
+        manifest = _manifest(entry, str_fields=("module", "ko"), list_fields=("files", "warnings"))
+        if sorted(manifest["artifacts"]) != sorted(manifest["files"] + [manifest["ko"]]):
+            raise _Damaged("manifest.json's files and artifacts disagree")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _serve_entry(entry, manifest, out)
+    except _Damaged as exc:
+        _drop(entry, str(exc), note)
+        return None
     return BuiltModule(manifest["module"], out / manifest["ko"], out, release, tree, True,
                        tuple(manifest["warnings"]), sources=tuple(manifest["files"]))
-
-
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

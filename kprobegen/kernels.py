@@ -15,7 +15,6 @@ See docs/kernels.md.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -25,10 +24,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kprobegen.cache import cache_dir, lock as _lock  # cache_dir re-exported: its home is cache.py
 from kprobegen.errors import KernelError
 from kprobegen.progress import Notice
 
@@ -195,15 +194,6 @@ def parse_config(text: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------
 # Where things live
-
-
-def cache_dir() -> Path:
-    """$KPROBEGEN_CACHE, else $XDG_CACHE_HOME/kprobegen, else ~/.cache/kprobegen."""
-    if os.environ.get("KPROBEGEN_CACHE"):
-        return Path(os.environ["KPROBEGEN_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "kprobegen"
-    return Path.home() / ".cache" / "kprobegen"
 
 
 def _kernels_dir() -> Path:
@@ -488,17 +478,6 @@ def suite_pockets(suite: str, mirror: str, sources: list[AptSource] | None = Non
 def _say(progress: Progress, msg: str) -> None:
     if progress is not None:
         progress(msg)
-
-
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class _Apt:

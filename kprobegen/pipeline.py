@@ -6,6 +6,8 @@ service can too. Each stage keeps its own module and error type; this only strin
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,30 @@ if TYPE_CHECKING:  # spec.py (pydantic) is imported only when a spec must be rea
 Progress = Callable[[str], None]
 
 
+def _stderr(kind: str) -> Progress:
+    """Warnings and notes of the API go to stderr unless the caller takes them (one line each)."""
+    def say(message: str) -> None:
+        if sys.stderr is not None:
+            print(f"kprobegen: {kind}: {message}", file=sys.stderr)
+    return say
+
+
+def _ambiguity_warning(spec: Spec, profile) -> str | None:
+    names = sorted({h.symbol for h in spec.hooks} & profile.ambiguous)
+    if not names:
+        return None
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    return (f"{len(names)} hooked name{'s are' if len(names) > 1 else ' is'} ambiguous in kernel {profile.release} "
+            f"(several functions share the name; register_kprobe attaches to the first): {shown}")
+
+
 def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True, progress: Progress | None = None,
-            accel: str | None = None) -> Spec:
+            warn: Progress | None = None, accel: str | None = None) -> Spec:
     """Load the spec; expand globs and refuse unknown or blacklisted symbols against the kernel's profile.
 
     The profile (kallsyms, kprobe blacklist) is captured once per kernel by booting it under
     ``accel`` (auto / kvm / tcg; None: $KPROBEGEN_ACCEL or auto), then cached.
+    Hooked names that several kernel functions share are listed to ``warn`` (default: stderr).
     """
     if isinstance(spec, (str, Path)):
         from .spec import load_spec
@@ -40,34 +60,41 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
     if check_symbols:
         for hook in spec.hooks:
             profile.check(hook.symbol)
+    ambiguous = _ambiguity_warning(spec, profile)
+    if ambiguous:
+        (warn or _stderr("warning"))(ambiguous)
     return spec
 
 
 def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, kernel_dir: str | Path | None = None,
                check_symbols: bool = True, use_cache: bool = True, strict: bool = False,
-               progress: Progress | None = None, accel: str | None = None):
+               progress: Progress | None = None, note: Progress | None = None, use_profile: bool = True,
+               accel: str | None = None):
     """Render and build the spec's module for ``kernel`` or the tree ``kernel_dir``: (the
     kbuild.BuiltModule, the prepared Spec or None when the build came from the cache).
 
     A spec file built unchanged for this tree before is served by its bytes, without reading
     the YAML or the templates (``kbuild.cached_by_spec``); with ``strict``, a cached build
-    that had warnings is built again so that they fail it.
+    that had warnings is built again so that they fail it. A damaged cache entry is dropped
+    and rebuilt, and ``note`` (default: stderr) says so. With ``use_profile`` False the
+    kernel's profile is not read (nor captured): no symbol check and no glob expansion.
     """
     from .kbuild import build, cached_by_spec, remember_spec, tree_release
 
     say = progress or (lambda message: None)
+    note = note or _stderr("note")
     spec_file = Path(spec) if isinstance(spec, (str, Path)) else None
     if use_cache and spec_file is not None:
         tree = Path(kernel_dir) if kernel_dir else (Path(kernel.build_dir) if kernel and kernel.build_dir else None)
         if tree is not None and (tree / "Makefile").is_file():
             release = kernel.release if kernel else tree_release(tree)
-            built = cached_by_spec(spec_file, out_dir, tree, release, check_symbols)
+            built = cached_by_spec(spec_file, out_dir, tree, release, check_symbols, note=note)
             if built is not None and not (strict and built.warnings):
                 say(f"cached build of {built.name} for {release}")
                 return built, None
-    spec = prepare(spec, kernel, check_symbols=check_symbols, progress=say, accel=accel)
+    spec = prepare(spec, kernel if use_profile else None, check_symbols=check_symbols, progress=say, accel=accel)
     built = build(spec, out_dir, kernel=kernel, kernel_dir=kernel_dir, use_cache=use_cache, strict=strict,
-                  progress=say)
+                  progress=say, note=note)
     if use_cache and spec_file is not None:
         remember_spec(spec_file, built, check_symbols)
     return built, spec
@@ -126,6 +153,10 @@ def run_spec(
 
     Raises VMError when the guest panics, hangs or loses its output; LoadError when insmod
     fails (the kernel's reason included; nothing stays loaded: the VM is gone).
+
+    Without ``out_dir`` the module is built in a temporary folder that is gone when this
+    returns or raises (the returned ``built.ko`` no longer exists then); with it, the module
+    and its sources stay there.
     """
     from . import vm
     from .kernels import find_kernel
@@ -133,10 +164,15 @@ def run_spec(
 
     say = progress or (lambda message: None)
     kernel = find_kernel(kernel_release)
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
-    built, prepared = build_spec(spec, out, kernel=kernel, check_symbols=check_symbols, progress=say, accel=accel)
-    run = vm.run(kernel, [built.ko], list(cmd), add=list(add), timeout=timeout, accel=accel,
-                 oracles=list(oracles), progress=say)
+    temporary = None if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
+    try:
+        built, prepared = build_spec(spec, out_dir or temporary, kernel=kernel, check_symbols=check_symbols,
+                                     progress=say, accel=accel)
+        run = vm.run(kernel, [built.ko], list(cmd), add=list(add), timeout=timeout, accel=accel,
+                     oracles=list(oracles), progress=say)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
     run.raise_for_status()
     for load in run.loads:
         if load.insmod_rc != 0:

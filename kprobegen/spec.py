@@ -24,10 +24,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from .errors import SpecError
+from .specfile import MAX_SPEC_BYTES, is_stdin, read_spec_bytes
 
 # Limits that keep generated C and the kernel safe from hostile specs.
-MAX_SPEC_BYTES = 1 << 20
-MAX_HOOKS = 256
+MAX_HOOKS = 256  # also after glob expansion (Spec.expand)
+# Nesting of YAML collections: a spec needs 5 (hooks[0].filter.arg0[0]); more is refused
+# before PyYAML's recursive composer runs out of stack.
+MAX_DEPTH = 16
 # MODULE_NAME_LEN is 64 - sizeof(unsigned long) = 56 on 64-bit, including the NUL.
 MODULE_NAME_MAX = 55
 HOOK_NAME_MAX = 48
@@ -83,6 +86,12 @@ ComparisonText = Annotated[
 ]
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to ``limit`` characters: an error line quotes a value, not a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _parse_comparisons(value: Any) -> tuple[Comparison, ...]:
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items:
@@ -95,12 +104,15 @@ def _parse_comparisons(value: Any) -> tuple[Comparison, ...]:
             match = _COMPARISON.match(item)
             if not match:
                 raise ValueError(
-                    f'cannot read comparison {item!r}: write "OP N" with OP one of '
+                    f'cannot read comparison {_short(item)}: write "OP N" with OP one of '
                     f'{" ".join(OPERATORS)} and N an integer, e.g. ">= 4096"'
                 )
-            op, number = match.group(1) or "==", int(match.group(2), 0)
+            digits = match.group(2)
+            if len(digits) > 40:  # far beyond 64 bits (and int()'s digit limit)
+                raise ValueError(f"{_short(digits)} does not fit in a signed 64-bit long")
+            op, number = match.group(1) or "==", int(digits, 0)
         if not S64_MIN <= number <= S64_MAX:
-            raise ValueError(f"{number} does not fit in a signed 64-bit long")
+            raise ValueError(f"{_short(number)} does not fit in a signed 64-bit long")
         out.append(Comparison(op, number))
     return tuple(out)
 
@@ -217,10 +229,11 @@ class Hook(_Model):
 
     @property
     def hook_name(self) -> str:
-        """The name, or one derived from the symbol ("vfs_read.isra.0" → "vfs_read_isra_0")."""
+        """The name, or one derived from the symbol ("vfs_read.isra.0" → "vfs_read_isra_0").
+        Underscores are kept: ``foo`` and ``__foo`` are different functions and hooks."""
         if self.name:
             return self.name
-        derived = re.sub(r"[^A-Za-z0-9_]", "_", self.symbol).strip("_") or "hook"
+        derived = re.sub(r"[^A-Za-z0-9_]", "_", self.symbol)
         if derived[0].isdigit():
             derived = "h_" + derived
         return derived[:HOOK_NAME_MAX]
@@ -303,6 +316,8 @@ class Spec(_Model):
 
     # Where the spec came from, for provenance headers and errors; not part of the schema.
     _source: str = "<string>"
+    # Where each key and value was in the file, for errors found later (glob expansion).
+    _located: Any = None
 
     @property
     def source(self) -> str:
@@ -321,23 +336,53 @@ class Spec(_Model):
         return any(h.is_glob for h in self.hooks)
 
     def expand(self, functions_matching) -> "Spec":
-        """Replace glob hooks by one hook per matching symbol.
+        """Replace glob hooks by one hook per matching symbol name.
 
         ``functions_matching(pattern) -> list[str]`` comes from the kernel profile (symbols.py)
-        and raises SymbolError when nothing matches.
+        and raises SymbolError when nothing matches. Each expanded hook is named after its
+        symbol (prefixed with the glob hook's name, if it has one); a name already taken gets
+        the first free suffix ``_2``, ``_3``, … in symbol order, so expansion is deterministic.
+        At most MAX_HOOKS hooks remain after expansion.
         """
+        located = self._located or _Located(self._source)
         hooks: list[Hook] = []
-        for hook in self.hooks:
+        taken = {h.hook_name for h in self.hooks if not h.is_glob}
+        grew: list[tuple[int, str, int]] = []  # (index, pattern, matches) of each glob
+        for i, hook in enumerate(self.hooks):
             if not hook.is_glob:
                 hooks.append(hook)
                 continue
-            for symbol in functions_matching(hook.symbol):
-                base = Hook.model_validate({**hook.model_dump(exclude_none=True), "symbol": symbol, "name": None})
-                name = f"{hook.name}__{base.hook_name}" if hook.name else base.hook_name
-                hooks.append(base.model_copy(update={"name": name[:HOOK_NAME_MAX]}))
+            symbols = list(dict.fromkeys(functions_matching(hook.symbol)))  # one hook per name
+            grew.append((i, hook.symbol, len(symbols)))
+            for symbol in symbols:
+                try:
+                    base = Hook.model_validate({**hook.model_dump(exclude_none=True), "symbol": symbol, "name": None})
+                except ValidationError:
+                    continue  # a kernel name a spec could not spell either (over 127 characters)
+                name = _unique_name(f"{hook.name}__{base.hook_name}" if hook.name else base.hook_name, taken)
+                taken.add(name)
+                hooks.append(base.model_copy(update={"name": name}))
+        if len(hooks) > MAX_HOOKS:
+            i, pattern, count = max(grew, key=lambda g: g[2])
+            raise located.error(
+                ("hooks", i, "symbol"),
+                f"glob {pattern!r} matches {count} functions, which makes {len(hooks)} hooks in all; a module "
+                f"holds at most {MAX_HOOKS}: narrow the pattern or split the hooks over several specs")
         expanded = self.model_copy(update={"hooks": hooks})  # keeps _source
         _check_semantics(expanded, self._source)
         return expanded
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """``name`` cut to HOOK_NAME_MAX, or with the first suffix _2, _3, … that is not taken."""
+    name = name[:HOOK_NAME_MAX]
+    n = 2
+    candidate = name
+    while candidate in taken:
+        suffix = f"_{n}"
+        candidate = name[: HOOK_NAME_MAX - len(suffix)] + suffix
+        n += 1
+    return candidate
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +401,9 @@ Path_ = tuple  # a key path: ("hooks", 1, "histogram", "of")
 def _format_path(path: Path_) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str):  # a user's key, quoted in an error line: printable, and not all of it
+            part = "".join(c if c.isprintable() else repr(c)[1:-1] for c in part)
+            part = part if len(part) <= 40 else part[:39] + "…"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -367,6 +415,11 @@ class _Located:
         self.source = source
         self.values: dict[Path_, _Where] = {}
         self.keys: dict[Path_, _Where] = {}
+
+    def __eq__(self, other: object) -> bool:  # Spec equality compares its private attributes too
+        return isinstance(other, _Located) and (self.source, self.values, self.keys) == (other.source, other.values, other.keys)
+
+    __hash__ = None
 
     def where(self, path: Path_, key: bool = False) -> _Where | None:
         # Walk up until something is known: a missing key is reported at its parent mapping.
@@ -406,30 +459,84 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, located: _Located, path
             child = path + (key,)
             located.keys[child] = _mark(key_node)
             if key in result:
-                raise located.error(child, f"duplicate key {key!r}; give each key once", key=True)
+                raise located.error(child, f"duplicate key {_short(key)}; give each key once", key=True)
             result[key] = _construct(value_node, loader, located, child, seen)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, loader, located, path + (i,), seen) for i, item in enumerate(node.value)]
-    return loader.construct_object(node)
+    return _scalar(node, loader, located, path)
+
+
+def _scalar(node: yaml.Node, loader: yaml.SafeLoader, located: _Located, path: Path_) -> Any:
+    """A scalar's value; what PyYAML's constructors raise on odd input (an integer over
+    Python's 4300-digit limit, `!!bool maybe`, a 13th month) becomes a SpecError at the node."""
+    try:
+        return loader.construct_object(node)
+    except (yaml.YAMLError, SpecError):
+        raise
+    except Exception as exc:  # ValueError, KeyError, OverflowError, … from the constructors
+        where = _mark(node)
+        what = ("an integer of over 4300 digits; no value in a spec is that large" if "digits" in str(exc) else
+                f"PyYAML cannot read this value as {node.tag.rsplit(':', 1)[-1]} ({type(exc).__name__}); "
+                "write a plain integer or string")
+        raise SpecError(f"{located.source}:{where.line}:{where.column}: {_format_path(path)}: {what}") from None
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark):
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with a bound on nesting (its composer recurses once per level)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
 def _read_yaml(text: str, source: str) -> tuple[Any, _Located]:
     located = _Located(source)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader checks the characters here already
         node = loader.get_single_node()
         if node is None:
             raise SpecError(f"{source}: the spec is empty; start with `module: NAME` and a `hooks:` list")
         data = _construct(node, loader, located, (), set())
+    except _TooDeep as exc:
+        raise SpecError(f"{source}:{exc.mark.line + 1}:{exc.mark.column + 1}: lists and mappings are nested more "
+                        f"than {MAX_DEPTH} deep; a spec needs 5 at most") from None
+    except yaml.reader.ReaderError as exc:
+        line, column = _line_col(text, exc.position)
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError(f"{source}:{line}:{column}: the spec holds the character U+{ord(char):04X}, which YAML does "
+                        "not allow (a control character or binary data); remove it") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise SpecError(f"{where}: YAML syntax error: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: YAML error: {exc}") from None
+        raise SpecError(f"{source}: YAML error: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # not expected with the depth bound, but never a traceback
+        raise SpecError(f"{source}: the spec is nested too deeply to read") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, located
 
 
@@ -476,14 +583,14 @@ def _describe_error(err: dict, located: _Located) -> SpecError:
         known = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-        return located.error(loc, f"unknown key {key!r}; {hint}", key=True)
+        return located.error(loc, f"unknown key {_short(key)}; {hint}", key=True)
     if kind == "missing":
         return located.error(loc, f"required key {loc[-1]!r} is missing; add it", key=True)
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         close = difflib.get_close_matches(str(value), re.findall(r"'([^']+)'", expected), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return located.error(loc, f"{value!r} is not one of {expected}{hint}")
+        return located.error(loc, f"{_short(value)} is not one of {expected}{hint}")
     if kind == "string_pattern_mismatch":
         field = loc[-1] if loc else ""
         what = {
@@ -492,17 +599,17 @@ def _describe_error(err: dict, located: _Located) -> SpecError:
             "symbol": "a kernel symbol name (letters, digits, _ and . — or a glob with * ? [ ])",
             "description": "printable ASCII on one line",
         }.get(str(field), "a value matching " + err.get("ctx", {}).get("pattern", ""))
-        return located.error(loc, f"{value!r} is not {what}")
+        return located.error(loc, f"{_short(value)} is not {what}")
     if kind in ("int_type", "string_type", "model_type", "list_type", "dict_type", "bool_type"):
         expected = {"int_type": "an integer", "string_type": "a string", "model_type": "a mapping of keys",
                     "dict_type": "a mapping of keys", "list_type": "a list", "bool_type": "true or false"}[kind]
-        return located.error(loc, f"expected {expected}, got {type(value).__name__} {value!r}")
+        return located.error(loc, f"expected {expected}, got {type(value).__name__} {_short(value)}")
     if kind in ("string_too_long", "string_too_short", "too_long", "too_short", "greater_than_equal", "less_than_equal"):
-        return located.error(loc, f"{value!r}: {err['msg'].lower()}; change it to fit")
+        return located.error(loc, f"{_short(value)}: {err['msg'].lower()}; change it to fit")
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return located.error(loc, f"{message} (got {value!r})" if kind != "value_error" else message)
+    return located.error(loc, f"{message} (got {_short(value)})" if kind != "value_error" else message)
 
 
 def _check_semantics(spec: Spec, source: str, located: _Located | None = None) -> None:
@@ -557,7 +664,7 @@ def _check_histogram(hist: Histogram, located: _Located, at: Path_) -> None:
 
 def parse_spec(text: str, source: str = "<string>") -> Spec:
     """Validate spec text; ``source`` names it in errors and in generated headers."""
-    if len(text.encode()) > MAX_SPEC_BYTES:
+    if len(text) > MAX_SPEC_BYTES or len(text.encode(errors="replace")) > MAX_SPEC_BYTES:
         raise SpecError(f"{source}: the spec is over {MAX_SPEC_BYTES} bytes; a spec this large is not a hook spec")
     data, located = _read_yaml(text, source)
     if not isinstance(data, dict):
@@ -573,22 +680,24 @@ def parse_spec(text: str, source: str = "<string>") -> Spec:
             first = SpecError(f"{first} (and {len(others)} more problem{'s' if len(others) > 1 else ''})")
         raise first from None
     spec._source = source
+    spec._located = located
     _check_semantics(spec, source, located)
     return spec
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec: {exc.strerror}") from None
+    """Read and validate a spec file (``-``: standard input). Only a regular file (or stdin) is
+    read, and at most MAX_SPEC_BYTES of it (see specfile.read_spec_bytes)."""
+    raw = read_spec_bytes(path)
+    source = "<stdin>" if is_stdin(path) else str(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: the spec is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
-    return parse_spec(text, str(path))
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"{source}:{line}:{column}: the spec is not UTF-8 text (byte {exc.start}: "
+                        f"0x{raw[exc.start]:02x}); save it as UTF-8") from None
+    return parse_spec(text, source)
 
 
 def json_schema() -> dict:

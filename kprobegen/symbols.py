@@ -22,17 +22,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import gzip
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kprobegen.cache import atomic_write, cache_dir, lock
 from kprobegen.errors import KernelError, SymbolError
 from kprobegen.progress import Notice
 
@@ -73,6 +71,9 @@ class Profile:
     module_symbols: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     # (address, type, name) of every vmlinux symbol, in address order, for system_map()
     entries: tuple[tuple[int, str, str], ...] = field(default=(), repr=False, compare=False)
+    # probe-able names that several vmlinux functions share (static functions of different
+    # files): register_kprobe attaches to the first of them only
+    ambiguous: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -215,6 +216,7 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
     init_lo, init_hi = bounds.get("_sinittext"), bounds.get("_einittext")
     have_addrs = any(a for a, _, _, _ in syms[:1000])
     types: dict[str, str] = {}
+    text_count: dict[str, int] = {}
     functions: set[str] = set()
     not_probeable: dict[str, str] = {}
     modules: dict[str, str] = {}
@@ -227,6 +229,7 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
         types.setdefault(name, typ)
         if typ not in TEXT_TYPES:
             continue
+        text_count[name] = text_count.get(name, 0) + 1
         why = _not_entry(name)
         if why is None and have_addrs and lo is not None and hi is not None and not lo <= addr < hi:
             if init_lo is not None and init_hi is not None and init_lo <= addr < init_hi:
@@ -249,6 +252,7 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
         not_probeable=not_probeable,
         module_symbols=modules,
         entries=tuple(entries),
+        ambiguous=frozenset(n for n in functions if text_count.get(n, 0) > 1),
     )
 
 
@@ -257,14 +261,16 @@ def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
 
 
 def profile_dir(release: str) -> Path:
-    from kprobegen.kernels import cache_dir
-
     return cache_dir() / "profiles" / release
 
 
 def profile_cached(release: str) -> bool:
     """Whether the profile of ``release`` is in the cache (loading it boots nothing)."""
     return (profile_dir(release) / "kallsyms.gz").is_file()
+
+
+# Part of the parsed profile's cache key: bumped when Profile gains or changes a field.
+PARSED_FORMAT = 2
 
 
 def load_profile(kernel: Kernel | str, capture: bool = True,
@@ -284,19 +290,22 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
                 f"no kernel profile cached for {kernel.release} in {pdir}: capture one "
                 "(it boots the kernel once, a few seconds)"
             )
-        if progress:
-            progress(Notice(f"capturing the kernel profile of {kernel.release} (symbols, kprobe blacklist): "
-                            "booting it once, typically 10-30 s under TCG; cached afterwards"))
-        from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
+        # One capture per kernel at a time: a second process waits, then finds it cached.
+        with lock(pdir.parent / f".lock-{kernel.release}"):
+            if not profile_cached(kernel.release):
+                if progress:
+                    progress(Notice(f"capturing the kernel profile of {kernel.release} (symbols, kprobe blacklist): "
+                                    "booting it once, typically 10-30 s under TCG; cached afterwards"))
+                from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
 
-        started = time.monotonic()
-        raw = capture_profile(kernel, progress=progress, accel=accel)
-        save_raw_profile(kernel.release, raw)
-        if progress:
-            progress(Notice(f"kernel profile of {kernel.release} captured in "
-                            f"{time.monotonic() - started:.1f} s, cached in {pdir}"))
+                started = time.monotonic()
+                raw = capture_profile(kernel, progress=progress, accel=accel)
+                save_raw_profile(kernel.release, raw)
+                if progress:
+                    progress(Notice(f"kernel profile of {kernel.release} captured in "
+                                    f"{time.monotonic() - started:.1f} s, cached in {pdir}"))
     stamp = tuple(_stamp(pdir / f"{n}.gz") for n in RAW_NAMES)
-    memo_key = (str(pdir), stamp, str(kernel.config))
+    memo_key = (PARSED_FORMAT, str(pdir), stamp, str(kernel.config))
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     # Parsing 87,000 kallsyms lines takes a quarter of a second: keep the parsed profile
@@ -326,9 +335,7 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
         _MEMO.clear()
     _MEMO[memo_key] = profile
     try:
-        with tempfile.NamedTemporaryFile(dir=pdir, delete=False, prefix=".parsed-") as fh:
-            pickle.dump((memo_key, profile), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(fh.name, parsed)
+        atomic_write(parsed, pickle.dumps((memo_key, profile), protocol=pickle.HIGHEST_PROTOCOL))
     except OSError:
         pass  # a read-only cache only costs the parse next time
     return profile
@@ -348,22 +355,18 @@ _MEMO: dict[tuple, Profile] = {}
 
 
 def save_raw_profile(release: str, raw: Mapping[str, bytes | str]) -> Path:
-    """Store the raw texts gzip-compressed in cache_dir()/profiles/<release>/ (atomically)."""
+    """Store the raw texts gzip-compressed in cache_dir()/profiles/<release>/, replacing what
+    is there. Safe against concurrent saves and readers: each file is written under a unique
+    name and renamed into place, and kallsyms.gz, whose presence marks a complete profile,
+    comes last. (Swapping the whole folder would leave readers a moment with no profile.)"""
     pdir = profile_dir(release)
-    tmp = pdir.with_name(f".tmp-{release}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for name in RAW_NAMES:
-            data = raw.get(name)
-            if data is None:
-                continue
-            (tmp / f"{name}.gz").write_bytes(gzip.compress(_raw_bytes(data), compresslevel=6, mtime=0))
-        if not (tmp / "kallsyms.gz").is_file():
-            raise KernelError(f"the captured profile of {release} has no kallsyms")
-        if pdir.exists():
-            shutil.rmtree(pdir)
-        os.rename(tmp, pdir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not raw.get("kallsyms"):
+        raise KernelError(f"the captured profile of {release} has no kallsyms")
+    pdir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(RAW_NAMES, key=lambda n: n == "kallsyms"):
+        data = raw.get(name)
+        if data is None:
+            (pdir / f"{name}.gz").unlink(missing_ok=True)
+            continue
+        atomic_write(pdir / f"{name}.gz", gzip.compress(_raw_bytes(data), compresslevel=6, mtime=0))
     return pdir

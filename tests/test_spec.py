@@ -140,3 +140,39 @@ def test_types_narrow_arguments_and_return_values():
     assert error_of(BASE + "    types: {retval: int}\n").endswith("hooks[0].types.retval: a retval type needs probe: kretprobe")
     assert "'short' is not one of" in error_of(BASE + "    types: {arg0: short}\n")
     assert "hooks[0].types" in error_of(BASE + "    types: {arg9: int}\n")
+
+
+def test_derived_names_keep_underscores_and_expansion_makes_them_unique():
+    """Issue #11/#10: foo and __foo are different functions; the 6.1 kernel has hundreds of such pairs."""
+    assert parse_spec("module: m\nhooks:\n  - symbol: __x64_sys_sync\n").hooks[0].hook_name == "__x64_sys_sync"
+    spec = parse_spec("module: m\nhooks:\n  - symbol: '*kmalloc*'\n  - symbol: kmalloc_trace\n")
+    symbols = ["__kmalloc", "kmalloc", "kmalloc_large_node", "__kmalloc_large_node", "kmalloc.isra.0",
+               "kmalloc_isra_0", "kmalloc_trace", "kmalloc"]  # a name twice (several functions): one hook
+    names = [(h.hook_name, h.symbol) for h in spec.expand(lambda pattern: symbols).hooks]
+    assert names == [("__kmalloc", "__kmalloc"), ("kmalloc", "kmalloc"), ("kmalloc_large_node", "kmalloc_large_node"),
+                     ("__kmalloc_large_node", "__kmalloc_large_node"), ("kmalloc_isra_0", "kmalloc.isra.0"),
+                     ("kmalloc_isra_0_2", "kmalloc_isra_0"), ("kmalloc_trace_2", "kmalloc_trace"),
+                     ("kmalloc_trace", "kmalloc_trace")]
+    # deterministic: the same input gives the same names
+    assert [h.hook_name for h in spec.expand(lambda pattern: symbols).hooks] == [n for n, _ in names]
+    named = parse_spec("module: m\nhooks:\n  - {name: k, symbol: '*kmalloc*'}\n")
+    assert [h.hook_name for h in named.expand(lambda p: ["kmalloc", "__kmalloc"]).hooks] == ["k__kmalloc", "k____kmalloc"]
+
+
+def test_long_expanded_names_stay_unique_within_the_limit():
+    long = "x" * 60
+    spec = parse_spec("module: m\nhooks:\n  - symbol: 'x*'\n")
+    hooks = spec.expand(lambda p: [long + "a", long + "b", long + "c"]).hooks
+    names = [h.hook_name for h in hooks]
+    assert len(set(names)) == 3 and all(len(n) <= 48 for n in names), names
+
+
+def test_hook_limit_applies_after_expansion():
+    spec = parse_spec("module: m\nhooks:\n  - symbol: ksys_sync\n  - symbol: 'ext4_*'\n    count_by: comm\n", "g.yaml")
+    symbols = [f"ext4_f{i}" for i in range(612)]
+    with pytest.raises(SpecError) as info:
+        spec.expand(lambda pattern: symbols)
+    assert str(info.value) == ("g.yaml:4:13: hooks[1].symbol: glob 'ext4_*' matches 612 functions, which makes 613 "
+                               "hooks in all; a module holds at most 256: narrow the pattern or split the hooks over "
+                               "several specs")
+    assert len(spec.expand(lambda pattern: symbols[:255]).hooks) == 256

@@ -321,3 +321,18 @@ def test_parsed_profile_is_kept_beside_the_raw_files(tmp_path, monkeypatch):
     raw["kallsyms"] = raw["kallsyms"].replace(b"ksys_sync", b"ksys_sync2")
     symbols.save_raw_profile("9.9.9-test", raw)
     assert "ksys_sync2" in symbols.load_profile(kernel, capture=False).functions
+
+
+def test_ambiguous_names_are_known():
+    """Several vmlinux functions with one name (static functions of different files): a name
+    register_kprobe resolves to the first of them (lines as in the 6.12 kallsyms)."""
+    text = ("ffffffff81000000 T _stext\n"
+            "ffffffff8167bb70 T apei_exec_read_register\n"
+            "ffffffff8167c490 T __apei_exec_read_register\n"
+            "ffffffff81884ab0 T apei_exec_read_register\n"
+            "ffffffff818855b0 t default_read_file\n"
+            "ffffffff818855f0 t default_read_file.cold\n"
+            "ffffffff82000000 T _etext\n")
+    p = profile_from_raw("x", {"kallsyms": text})
+    assert p.ambiguous == {"apei_exec_read_register"}
+    assert p.expand("*apei_exec_read_register") == ["__apei_exec_read_register", "apei_exec_read_register"]

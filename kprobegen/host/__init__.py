@@ -149,10 +149,10 @@ def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
 
 
 def _write_state(loaded: LoadedModule) -> None:
+    from kprobegen.cache import atomic_write
+
     STATE.mkdir(parents=True, exist_ok=True)
-    tmp = STATE / f".{loaded.name}.json.{os.getpid()}"
-    tmp.write_text(json.dumps(loaded.to_json(), indent=2) + "\n")
-    os.replace(tmp, STATE / f"{loaded.name}.json")
+    atomic_write(STATE / f"{loaded.name}.json", json.dumps(loaded.to_json(), indent=2) + "\n")
 
 
 def _state(name: str) -> dict:

@@ -40,7 +40,8 @@ from pathlib import Path
 
 from kprobegen import templates_dir
 from kprobegen.errors import VMError
-from kprobegen.kernels import _lock, cache_dir, debian_mirror, suite_pockets
+from kprobegen.cache import atomic_write, cache_dir, lock
+from kprobegen.kernels import debian_mirror, suite_pockets
 from kprobegen.progress import Notice
 from kprobegen.vm import qemu as _qemu
 from kprobegen.vm.runner import _boot, _console_lines, _guest_path, _meaningful_line, _new_workdir
@@ -215,7 +216,7 @@ def build_image(suite: str = "bookworm", *, rebuild: bool = False, progress: Pro
         raise VMError(f"unknown image suite {suite!r}: choose one of {', '.join(IMAGE_SUITES)}")
     inputs = image_inputs(suite)
     final = image_dir(suite)
-    with _lock(final.parent / f".lock-{suite}"):
+    with lock(final.parent / f".lock-{suite}"):
         old = find_image(suite)
         if old is not None and old.inputs == inputs and not rebuild:
             _say(progress, f"image {suite}: up to date in {final} (kernel {old.release})")
@@ -239,7 +240,7 @@ def build_image(suite: str = "bookworm", *, rebuild: bool = False, progress: Pro
                  "mkfs.ext4", log)
             shutil.rmtree(root)
             built_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            (tmp / "manifest.json").write_text(json.dumps({
+            atomic_write(tmp / "manifest.json", json.dumps({
                 "suite": suite, "release": release, "inputs": inputs, "built_at": built_at,
                 "packages": list(PACKAGES), "format": IMAGE_FORMAT}, indent=2) + "\n")
             if final.exists():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobegen.errors import VMError
-from kprobegen.kernels import cache_dir
+from kprobegen.cache import atomic_write, cache_dir
 
 QEMU = "qemu-system-x86_64"
 
@@ -261,9 +261,7 @@ def record_kvm_verdict(verdict: str, reason: str = "") -> None:
     try:
         f = verdict_file()
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp%d" % os.getpid())
-        tmp.write_text(line)
-        tmp.replace(f)
+        atomic_write(f, line)
     except OSError:
         pass  # a cache, nothing more
 
