@@ -339,6 +339,7 @@ def _write_file(path: Path, data: bytes) -> None:
 def cmd_load(args) -> int:
     from . import host
 
+    host.require_loading()  # before looking at the target: a user who cannot load learns that first
     target = Path(args.target)
     if target.is_dir():
         kos = sorted(target.glob("*.ko"))

@@ -83,7 +83,8 @@ def cannot_load() -> str | None:
     return None
 
 
-def _require_loading() -> None:
+def require_loading() -> None:
+    """LoadError saying why, unless modules can be loaded here."""
     why = cannot_load()
     if why:
         raise LoadError(f"cannot load modules on this machine: {why}")
@@ -118,10 +119,10 @@ def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
     error that says so."""
     from kprobegen.vm import modinfo
 
+    require_loading()  # first: whoever cannot load learns that, not some detail of the file
     ko = Path(ko).resolve()
     if not ko.is_file():
         raise LoadError(f"{ko}: no such module file")
-    _require_loading()
     info = modinfo(ko)
     name = _check_name(info.get("name") or ko.name.removesuffix(".ko").replace("-", "_"))
     if MARK not in info:
@@ -308,7 +309,7 @@ def load_spec(spec_path: str | Path, *, progress=None) -> LoadedModule:
 
     say = progress or (lambda message: None)
     spec = read_spec(spec_path)
-    _require_loading()
+    require_loading()
     tree = build_dir()
     if is_loaded(spec.module):
         why = "by kprobegen" if is_ours(spec.module) else "and it is not a kprobegen module"
