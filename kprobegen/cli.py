@@ -299,8 +299,9 @@ def cmd_run(args) -> int:
 
         supported, why = host_module_support()
         if not supported:
-            raise LoadError(f"cannot load modules on this host: {why}; drop --host (the VM is the default here) or pass --vm")
-        raise LoadError("loading on the host is not supported yet (it needs a manager that tracks what is loaded); use --vm")
+            raise LoadError(f"cannot load modules on this host: {why}; drop --host (run loads in a VM)")
+        raise LoadError("run always loads in a disposable VM; on this machine use host mode: `kprobegen load SPEC`, "
+                        "the workload, then `kprobegen unload MODULE`")
     add = _add_pairs(args.add)
     if args.keep is not None:
         _output_dir(args.keep, "--keep")
@@ -676,7 +677,7 @@ def parser() -> argparse.ArgumentParser:
     spec_arg(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--vm", action="store_true", help="load in a disposable VM (the default)")
-    mode.add_argument("--host", action="store_true", help="load on this host (not supported yet: says why)")
+    mode.add_argument("--host", action="store_true", help="refused with a reason: on this machine use `kprobegen load`")
     p.add_argument("--kernel", help="kernel release or suite for the VM (default: the installed Debian cloud kernel)")
     p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]",
                    help="copy a file or folder into the guest (default guest path: /NAME); repeatable")

@@ -60,27 +60,10 @@ def release() -> str:
 
 def cannot_load() -> str | None:
     """Why modules cannot be loaded here (one line), or None when they can."""
-    if not Path("/proc/modules").exists():
-        return f"kernel {release()} has no module support (CONFIG_MODULES is not set)"
-    try:
-        with open("/proc/kallsyms") as symbols:
-            if not any(line.rstrip().endswith(" register_kprobe") for line in symbols):
-                return f"kernel {release()} has no kprobes (CONFIG_KPROBES is not set)"
-    except OSError as exc:
-        return f"cannot read /proc/kallsyms: {exc.strerror}"
-    if os.geteuid() != 0:
-        return "loading modules needs root (run kprobegen as root, or through the kprobegen service)"
-    try:
-        lockdown = Path("/sys/kernel/security/lockdown").read_text()
-    except OSError:
-        lockdown = ""
-    mode = re.search(r"\[(\w+)\]", lockdown)
-    if mode and mode.group(1) in ("integrity", "confidentiality"):
-        return f"kernel lockdown is {mode.group(1)}: only signed modules load, and kprobegen's are not signed"
-    if Path("/proc/sys/kernel/modules_disabled").exists() and \
-            Path("/proc/sys/kernel/modules_disabled").read_text().strip() == "1":
-        return "module loading is disabled until reboot (kernel.modules_disabled=1)"
-    return None
+    from kprobegen.kmod import host_module_support
+
+    supported, why = host_module_support()
+    return None if supported else why
 
 
 def require_loading() -> None:
