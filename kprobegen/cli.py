@@ -375,28 +375,27 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_snapshot(args) -> int:
-    from . import host
+def _print_report(results, args) -> int:
+    """One module's Results, as --json or as the table."""
     from .report import format_results
 
-    results = host.snapshot(args.module)
     if args.json:
         _print_json(results.to_json())
     else:
         sys.stdout.write(format_results([results], top=args.top))
     return 0
+
+
+def cmd_snapshot(args) -> int:
+    from . import host
+
+    return _print_report(host.snapshot(args.module), args)
 
 
 def cmd_unload(args) -> int:
     from . import host
-    from .report import format_results
 
-    results = host.unload(args.module)
-    if args.json:
-        _print_json(results.to_json())
-    else:
-        sys.stdout.write(format_results([results], top=args.top))
-    return 0
+    return _print_report(host.unload(args.module), args)
 
 
 # ------------------------------------------------------------------------------- full guest
