@@ -1,7 +1,7 @@
 """The one thing pyproject.toml cannot declare without a warning: the C extension.
 
-kprobegen._logscan is the report parser's line scanner in C (kprobegen/_logscan.c), for the
-1 M report lines/s of bench/parse_bench.py; report.py falls back to the same scanner in
+kprobegen.report._logscan is the report parser's line scanner in C (kprobegen/report/_logscan.c), for the
+1 M report lines/s of bench/parse_bench.py; kprobegen.report falls back to the same scanner in
 Python when it is not built. Everything else about the package is in pyproject.toml.
 """
 
@@ -10,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "kprobegen._logscan",
-            sources=["kprobegen/_logscan.c"],
+            "kprobegen.report._logscan",
+            sources=["kprobegen/report/_logscan.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
     ],

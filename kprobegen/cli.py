@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import BuildError, KprobegenError, LoadError, SpecError
-from .progress import Notice
+from kprobegen import __version__
+from kprobegen.errors import BuildError, KprobegenError, LoadError, SpecError
+from kprobegen.progress import Notice
 
 
 def _progress(args) -> callable:
@@ -110,15 +110,15 @@ def _output_dir(path: Path, option: str) -> Path:
 def _kernel(args):
     if getattr(args, "kernel", None) is None:
         return None
-    from .errors import KernelError
-    from .kernels import find_kernel
+    from kprobegen.errors import KernelError
+    from kprobegen.kernels import find_kernel
 
     try:
         return find_kernel(args.kernel)
     except KernelError:
         if args.kernel == os.uname().release:
             # The running kernel without headers: say which package, and whether it could load anyway.
-            from .kbuild import missing_tree_error
+            from kprobegen.kbuild import missing_tree_error
 
             raise missing_tree_error(Path(f"/lib/modules/{args.kernel}/build"), args.kernel) from None
         raise
@@ -127,7 +127,7 @@ def _kernel(args):
 # ------------------------------------------------------------------------------- spec commands
 
 def cmd_schema(args) -> int:
-    from .spec import json_schema
+    from kprobegen.spec import json_schema
 
     _print_json(json_schema())
     return 0
@@ -136,9 +136,9 @@ def cmd_schema(args) -> int:
 def _default_kernel_with_profile():
     """The default kernel when its profile is already cached (checking against it boots
     nothing), else None."""
-    from .errors import KernelError
-    from .kernels import find_kernel
-    from .symbols import profile_cached
+    from kprobegen.errors import KernelError
+    from kprobegen.kernels import find_kernel
+    from kprobegen.kernels.symbols import profile_cached
 
     try:
         kernel = find_kernel(None)
@@ -148,7 +148,7 @@ def _default_kernel_with_profile():
 
 
 def cmd_check(args) -> int:
-    from .pipeline import prepare
+    from kprobegen.pipeline import prepare
 
     kernel = _kernel(args) or _default_kernel_with_profile()
     spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
@@ -165,8 +165,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .pipeline import prepare
-    from .render import render, render_c
+    from kprobegen.pipeline import prepare
+    from kprobegen.codegen import render, render_c
 
     kernel = _kernel(args)
     spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
@@ -182,14 +182,14 @@ def cmd_render(args) -> int:
 
 
 def _equivalent_warnings(spec) -> list[str]:
-    from .equivalents import render_bpftrace, render_stap
+    from kprobegen.codegen.equivalents import render_bpftrace, render_stap
 
     return [f"SystemTap: {w}" for w in render_stap(spec).warnings] + [f"bpftrace: {w}" for w in render_bpftrace(spec).warnings]
 
 
 def cmd_stap(args) -> int:
-    from .equivalents import render_stap
-    from .spec import load_spec
+    from kprobegen.codegen.equivalents import render_stap
+    from kprobegen.spec import load_spec
 
     script = render_stap(load_spec(args.spec))
     _warn(script.warnings)
@@ -198,8 +198,8 @@ def cmd_stap(args) -> int:
 
 
 def cmd_bpftrace(args) -> int:
-    from .equivalents import render_bpftrace
-    from .spec import load_spec
+    from kprobegen.codegen.equivalents import render_bpftrace
+    from kprobegen.spec import load_spec
 
     script = render_bpftrace(load_spec(args.spec))
     _warn(script.warnings)
@@ -208,21 +208,21 @@ def cmd_bpftrace(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .kbuild import make_command, resolve_tree
+    from kprobegen.kbuild import make_command, resolve_tree
 
     # Without --kernel the default kernel's tree builds the module, but its profile is not
     # used: no symbol check, no glob expansion, and so never a boot to capture a profile.
     by_profile = args.kernel is not None
     kernel = _kernel(args) if args.kernel_dir is None else None
     if args.kernel_dir is None and kernel is None:
-        from .kernels import find_kernel
+        from kprobegen.kernels import find_kernel
 
         kernel = find_kernel(None)
     if args.show_command:
         tree, _, make_vars = resolve_tree(kernel, args.kernel_dir)
         print(" ".join(make_command(tree, Path(args.output).resolve(), make_vars)))
         return 0
-    from .pipeline import build_spec
+    from kprobegen.pipeline import build_spec
 
     _output_dir(args.output, "-o")
     built, _ = build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_profile=by_profile,
@@ -243,7 +243,7 @@ def cmd_build(args) -> int:
 def cmd_parse(args) -> int:
     import stat
 
-    from .report import MAX_LOG_BYTES, ReportError, format_results, parse_log, read_log, results_json
+    from kprobegen.report import MAX_LOG_BYTES, ReportError, format_results, parse_log, read_log, results_json
 
     limit = args.max_bytes if args.max_bytes is not None else MAX_LOG_BYTES
     # Read with a bound, and only what ends: a regular file or stdin (a pipe is the way to
@@ -288,14 +288,14 @@ def cmd_parse(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run_spec
-    from .report import format_results
+    from kprobegen.pipeline import run_spec
+    from kprobegen.report import format_results
 
     cmd = list(args.cmd)
     if not cmd:
         raise KprobegenError("no workload given: put the command after --, e.g. kprobegen run spec.yaml -- sync")
     if args.host:
-        from .kmod import host_module_support
+        from kprobegen.kernels.modules import host_module_support
 
         supported, why = host_module_support()
         if not supported:
@@ -327,7 +327,7 @@ def cmd_run(args) -> int:
 
 def _write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all."""
-    from .cache import atomic_write
+    from kprobegen.cache import atomic_write
 
     try:
         atomic_write(Path(path), data)
@@ -338,7 +338,7 @@ def _write_file(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------------------- host mode
 
 def cmd_load(args) -> int:
-    from . import host
+    from kprobegen import host
 
     host.require_loading()  # before looking at the target: a user who cannot load learns that first
     target = Path(args.target)
@@ -360,7 +360,7 @@ def cmd_load(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from . import host
+    from kprobegen import host
 
     modules = host.loaded()
     if args.json:
@@ -377,7 +377,7 @@ def cmd_list(args) -> int:
 
 def _print_report(results, args) -> int:
     """One module's Results, as --json or as the table."""
-    from .report import format_results
+    from kprobegen.report import format_results
 
     if args.json:
         _print_json(results.to_json())
@@ -387,13 +387,13 @@ def _print_report(results, args) -> int:
 
 
 def cmd_snapshot(args) -> int:
-    from . import host
+    from kprobegen import host
 
     return _print_report(host.snapshot(args.module), args)
 
 
 def cmd_unload(args) -> int:
-    from . import host
+    from kprobegen import host
 
     return _print_report(host.unload(args.module), args)
 
@@ -401,7 +401,7 @@ def cmd_unload(args) -> int:
 # ------------------------------------------------------------------------------- full guest
 
 def cmd_image_build(args) -> int:
-    from .vm import guest
+    from kprobegen.vm import guest
 
     image = guest.build_image(args.suite, rebuild=args.rebuild, progress=_progress(args))
     if args.json:
@@ -414,7 +414,7 @@ def cmd_image_build(args) -> int:
 
 
 def cmd_vm(args) -> int:
-    from .vm import guest
+    from kprobegen.vm import guest
 
     cmd = list(args.cmd)
     if not cmd:
@@ -452,7 +452,7 @@ def _add_pairs(items: list[str]) -> list[tuple[Path, str]]:
 # ------------------------------------------------------------------------------- doctor
 
 def cmd_doctor(args) -> int:
-    from .vm import qemu
+    from kprobegen.vm import qemu
 
     if args.reset_kvm:
         had = qemu.clear_kvm_verdict()
@@ -474,11 +474,11 @@ def _doctor_report() -> dict:
     import shutil
     import subprocess
 
-    from .errors import KernelError, VMError
-    from .kernels import cache_dir, find_kernel
-    from .symbols import profile_cached
-    from .vm import qemu
-    from .vm.initramfs import find_busybox
+    from kprobegen.errors import KernelError, VMError
+    from kprobegen.kernels import cache_dir, find_kernel
+    from kprobegen.kernels.symbols import profile_cached
+    from kprobegen.vm import qemu
+    from kprobegen.vm.initramfs import find_busybox
 
     checks = []
 
@@ -536,7 +536,7 @@ def _doctor_report() -> dict:
 # ------------------------------------------------------------------------------- kernels
 
 def cmd_kernels_list(args) -> int:
-    from .kernels import list_kernels
+    from kprobegen.kernels import list_kernels
 
     kernels = list_kernels()
     if args.json:
@@ -547,8 +547,8 @@ def cmd_kernels_list(args) -> int:
         print("no kernels found: apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64, "
               "or kprobegen kernels fetch bookworm")
         return 1
-    from .errors import KernelError
-    from .kernels import find_kernel
+    from kprobegen.errors import KernelError
+    from kprobegen.kernels import find_kernel
 
     try:
         default = find_kernel(None).release
@@ -565,7 +565,7 @@ def cmd_kernels_list(args) -> int:
 
 
 def cmd_kernels_fetch(args) -> int:
-    from .kernels import fetch_kernel
+    from kprobegen.kernels import fetch_kernel
 
     kernel = fetch_kernel(args.suite, progress=_progress(args), refresh=args.refresh)
     problem = kernel.build_problem()
@@ -773,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stdout is None:  # started with stdout closed (`>&-`): every command answers there
             raise KprobegenError("standard output is closed; redirect it to a file or /dev/null")
         if getattr(args, "accel", "") is None:
-            from .vm.qemu import default_accel
+            from kprobegen.vm.qemu import default_accel
 
             args.accel = default_accel()  # $KPROBEGEN_ACCEL checked before any work is done
         code = args.func(args)

@@ -17,13 +17,13 @@ from pathlib import Path
 import json
 from typing import TYPE_CHECKING, Callable
 
-from . import __version__, templates_dir
-from .cache import atomic_copy, cache_dir, copy_to_temp, drop_dir, publish_dir, staging_dir
-from .errors import BuildError, SpecError
-from .specfile import is_stdin, read_spec_bytes
+from kprobegen import __version__, templates_dir
+from kprobegen.cache import atomic_copy, cache_dir, copy_to_temp, drop_dir, publish_dir, staging_dir
+from kprobegen.errors import BuildError, SpecError
+from kprobegen.specfile import is_stdin, read_spec_bytes
 
 if TYPE_CHECKING:
-    from .spec import Spec
+    from kprobegen.spec import Spec
 
 # render (jinja2) and spec (pydantic) are imported inside build(): a rebuild served by
 # cached_by_spec() needs neither, and their imports are most of a cached CLI build's time.
@@ -70,8 +70,8 @@ def make_command(kernel_dir: Path, module_dir: Path, make_vars: dict[str, str] |
 
 
 def missing_tree_error(kernel_dir: Path, release: str | None) -> BuildError:
-    from .kernels import installed_headers_hint
-    from .kmod import host_module_support
+    from kprobegen.kernels import installed_headers_hint
+    from kprobegen.kernels.modules import host_module_support
 
     release = release or kernel_dir.parent.name
     message = f"no kernel build tree at {kernel_dir}"
@@ -93,7 +93,7 @@ def resolve_tree(kernel=None, kernel_dir: str | Path | None = None) -> tuple[Pat
             raise missing_tree_error(tree, None)
         return tree, tree_release(tree), {}
     if kernel is None:
-        from .kernels import find_kernel
+        from kprobegen.kernels import find_kernel
 
         kernel = find_kernel(None)
     if kernel.build_dir is None or not (Path(kernel.build_dir) / "Makefile").is_file():
@@ -263,7 +263,7 @@ def build(
     kernel. ``strict`` turns compiler warnings into a BuildError. ``note`` hears about a
     damaged cache entry that was dropped.
     """
-    from .render import render_files, write_files
+    from kprobegen.codegen import render_files, write_files
 
     say = progress or (lambda message: None)
     tree, release, make_vars = resolve_tree(kernel, kernel_dir)

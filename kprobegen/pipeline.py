@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .errors import LoadError, VMError
+from kprobegen.errors import LoadError, VMError
 
 if TYPE_CHECKING:  # spec.py (pydantic) is imported only when a spec must be read
-    from .spec import Spec
+    from kprobegen.spec import Spec
 
 Progress = Callable[[str], None]
 
@@ -47,12 +47,12 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
     Hooked names that several kernel functions share are listed to ``warn`` (default: stderr).
     """
     if isinstance(spec, (str, Path)):
-        from .spec import load_spec
+        from kprobegen.spec import load_spec
 
         spec = load_spec(spec)
     if kernel is None or not (check_symbols or spec.has_globs):
         return spec
-    from .symbols import load_profile
+    from kprobegen.kernels.symbols import load_profile
 
     profile = load_profile(kernel, progress=progress, accel=accel)
     if spec.has_globs:
@@ -79,7 +79,7 @@ def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, ker
     and rebuilt, and ``note`` (default: stderr) says so. With ``use_profile`` False the
     kernel's profile is not read (nor captured): no symbol check and no glob expansion.
     """
-    from .kbuild import build, cached_by_spec, remember_spec, tree_release
+    from kprobegen.kbuild import build, cached_by_spec, remember_spec, tree_release
 
     say = progress or (lambda message: None)
     note = note or _stderr("note")
@@ -158,9 +158,9 @@ def run_spec(
     returns or raises (the returned ``built.ko`` no longer exists then); with it, the module
     and its sources stay there.
     """
-    from . import vm
-    from .kernels import find_kernel
-    from .report import parse_log
+    from kprobegen import vm
+    from kprobegen.kernels import find_kernel
+    from kprobegen.report import parse_log
 
     say = progress or (lambda message: None)
     kernel = find_kernel(kernel_release)

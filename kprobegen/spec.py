@@ -23,8 +23,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from .errors import SpecError
-from .specfile import MAX_SPEC_BYTES, is_stdin, read_spec_bytes
+from kprobegen.errors import SpecError
+from kprobegen.specfile import MAX_SPEC_BYTES, is_stdin, read_spec_bytes
 
 # Limits that keep generated C and the kernel safe from hostile specs.
 MAX_HOOKS = 256  # also after glob expansion (Spec.expand)

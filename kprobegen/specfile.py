@@ -11,7 +11,7 @@ import stat
 import sys
 from pathlib import Path
 
-from .errors import SpecError
+from kprobegen.errors import SpecError
 
 # A hook spec is a few KiB; a megabyte is not a spec (and bounds what is read at all).
 MAX_SPEC_BYTES = 1 << 20

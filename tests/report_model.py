@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import zlib
 
-from kprobegen.results import Histogram, HookResult, Results
+from kprobegen.report.results import Histogram, HookResult, Results
 
 
 def escape(value: bytes) -> str:

@@ -30,7 +30,7 @@ def test_check_json(tmp_path):
 def test_check_without_kernel_uses_the_default_kernels_cached_profile(kernel_61, tmp_path):
     """A misspelled symbol is caught by a plain `check` once the default kernel's profile is
     cached; without a profile, check says that symbols were not checked (never a bare "ok")."""
-    from kprobegen.symbols import load_profile
+    from kprobegen.kernels.symbols import load_profile
 
     load_profile(kernel_61)  # cached by the first run on a machine (setup.sh's example)
     spec = tmp_path / "typo.yaml"

@@ -13,7 +13,7 @@ import zlib
 import pytest
 
 from report_model import ModuleWriter, render_log
-from kprobegen.results import HookResult, Results
+from kprobegen.report.results import HookResult, Results
 
 
 def kprobegen(*args, stdin=None, input=None, timeout=60):

@@ -77,7 +77,7 @@ def test_glob_expands_against_the_kernel(kernel_61, tmp_path):
 
 
 def test_host_loading_refused_with_a_reason(tmp_path):
-    from kprobegen.kmod import host_module_support
+    from kprobegen.kernels.modules import host_module_support
 
     supported, why = host_module_support()
     done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--host", "--", "true")

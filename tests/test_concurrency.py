@@ -64,7 +64,7 @@ def test_parallel_builds_into_one_folder_and_one_cache(kernel_61, tmp_path):
 def _save_and_load(args) -> str:
     cache, rounds = args
     os.environ["KPROBEGEN_CACHE"] = cache
-    from kprobegen import symbols
+    from kprobegen.kernels import symbols
 
     raw = {k: (FIX / f"{R61}.{k}").read_bytes() for k in ("kallsyms", "blacklist", "config")}
     kernel = type("K", (), {"release": R61, "config": None})()

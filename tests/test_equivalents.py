@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import decode_octal_literal
-from kprobegen.equivalents import (
+from kprobegen.codegen.equivalents import (
     Script,
     bpftrace_string,
     check_bpftrace,
@@ -58,7 +58,7 @@ def tree(kernel_61):
 
 @pytest.fixture(scope="session")
 def profile(kernel_61):
-    from kprobegen.symbols import load_profile
+    from kprobegen.kernels.symbols import load_profile
 
     return load_profile(kernel_61)
 

@@ -109,7 +109,7 @@ def assert_spec_outcome(text: str) -> None:
         assert message and "\n" not in message and len(message) < 1000, message
         return
     # A spec that validates renders (the generated C, Makefile and scripts), unless it has globs.
-    from kprobegen.render import render_files
+    from kprobegen.codegen import render_files
 
     try:
         files = render_files(spec)

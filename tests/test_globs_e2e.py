@@ -23,7 +23,7 @@ def kprobegen(*args, env=None, timeout=600):
 
 @pytest.fixture(scope="module")
 def profile_61(kernel_61):
-    from kprobegen.symbols import load_profile
+    from kprobegen.kernels.symbols import load_profile
 
     return load_profile(kernel_61)
 

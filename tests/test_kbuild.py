@@ -12,7 +12,7 @@ import pytest
 
 from kprobegen.errors import BuildError
 from kprobegen.kbuild import build, explain_compiler_output, make_command
-from kprobegen.render import render_files, write_files
+from kprobegen.codegen import render_files, write_files
 from kprobegen.spec import load_spec, parse_spec
 
 MODULES = Path(__file__).resolve().parent.parent / "modules"

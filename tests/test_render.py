@@ -8,7 +8,7 @@ import pytest
 
 from conftest import decode_octal_literal
 from kprobegen.errors import RenderError
-from kprobegen.render import c_comment, c_int, c_string, render, render_files, tidy_c
+from kprobegen.codegen import c_comment, c_int, c_string, render, render_files, tidy_c
 from kprobegen.spec import S64_MIN, load_spec, parse_spec
 
 MODULES = __import__("pathlib").Path(__file__).resolve().parent.parent / "modules"

@@ -4,7 +4,7 @@ give exactly what the general path gives, and hand everything else to it."""
 from __future__ import annotations
 
 from kprobegen.report import parse_log
-from kprobegen.results import HookResult, Results
+from kprobegen.report.results import HookResult, Results
 
 LOG = """\
 [    5.101000] kprobegen/1 m 0 load kernel=6.1 hooks=1 protocol=1

@@ -14,7 +14,7 @@ import pytest
 from kprobegen.errors import ReportError
 from kprobegen import report
 from kprobegen.report import parse_log
-from kprobegen.results import Bucket, Histogram, HookResult, Results
+from kprobegen.report.results import Bucket, Histogram, HookResult, Results
 
 LOGS = Path(__file__).resolve().parent / "fixtures" / "logs"
 FORMS = ["dmesg", "dmesg-r", "kmsg", "dmesg-T", "journal-short", "journal-short-precise",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kprobegen import report
 from kprobegen.errors import ReportError
 from kprobegen.report import format_results, parse_log, read_log, results_json
-from kprobegen.results import Bucket, Histogram, HookResult, Results
+from kprobegen.report.results import Bucket, Histogram, HookResult, Results
 from report_model import LOG_FORMS, ModuleWriter, render_log
 
 SETTINGS = settings(max_examples=300, deadline=None,

@@ -17,7 +17,7 @@ import pytest
 from kprobegen import report
 from kprobegen.errors import ReportError
 from kprobegen.report import format_results, parse_log, results_json
-from kprobegen.results import Histogram, HookResult, Results
+from kprobegen.report.results import Histogram, HookResult, Results
 from report_model import LOG_FORMS, ModuleWriter, kmsg_escape, render_log
 
 K = "6.1.0-57-cloud-amd64"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from kprobegen.errors import ReportError
 from kprobegen.report import parse_log
-from kprobegen.results import Bucket, Histogram, HookResult, Results, results_from_json, results_json
+from kprobegen.report.results import Bucket, Histogram, HookResult, Results, results_from_json, results_json
 from report_model import LOG_FORMS, ModuleWriter, render_log
 
 SETTINGS = settings(max_examples=80, deadline=None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kprobegen.errors import KernelError, SymbolError
-from kprobegen.symbols import (
+from kprobegen.kernels.symbols import (
     Profile,
     load_profile,
     parse_blacklist,
@@ -306,7 +306,7 @@ def test_capture_real_profile_61(tmp_path, monkeypatch):
 def test_parsed_profile_is_kept_beside_the_raw_files(tmp_path, monkeypatch):
     """A second process reads the parsed profile back instead of parsing kallsyms again;
     a changed raw file invalidates it."""
-    from kprobegen import symbols
+    from kprobegen.kernels import symbols
 
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
     raw = {"kallsyms": b"ffffffff81000000 T _stext\nffffffff81000010 T ksys_sync\nffffffff82000000 T _etext\n",

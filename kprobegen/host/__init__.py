@@ -60,7 +60,7 @@ def release() -> str:
 
 def cannot_load() -> str | None:
     """Why modules cannot be loaded here (one line), or None when they can."""
-    from kprobegen.kmod import host_module_support
+    from kprobegen.kernels.modules import host_module_support
 
     supported, why = host_module_support()
     return None if supported else why
@@ -260,7 +260,7 @@ def _kmsg_after(mark: int) -> list[_KmsgRecord]:
 
 def running_profile():
     """The running kernel's profile: /proc/kallsyms, the kprobe blacklist, its config."""
-    from kprobegen.symbols import profile_from_raw
+    from kprobegen.kernels.symbols import profile_from_raw
 
     _mount_debugfs()
     raw = {"kallsyms": Path("/proc/kallsyms").read_bytes()}

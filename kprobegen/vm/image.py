@@ -65,7 +65,7 @@ def boot_image(kernel, cache: Path | None = None) -> Path:
     if os.environ.get("KPROBEGEN_BOOT_BZIMAGE") or not _pvh_enabled(kernel):
         return image
     if cache is None:
-        from ..kernels import cache_dir
+        from kprobegen.kernels import cache_dir
 
         cache = cache_dir() / "vmlinux"
     try:

@@ -46,13 +46,13 @@ from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from .errors import ReportError
-from .results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
+from kprobegen.errors import ReportError
+from kprobegen.report.results import (BYTES_KEYS, JSON_VERSION, KEY_KINDS, Bucket, Histogram, HookResult,
                       Results, bytes_to_text, format_histogram, format_results, results_from_json,
                       results_json, text_to_bytes)
 
 try:
-    from . import _logscan      # the line scanner in C, built by setuptools with the package
+    from kprobegen.report import _logscan      # the line scanner in C, built by setuptools with the package
 except ImportError:             # not built (a source tree used without installing): pure Python
     _logscan = None
 

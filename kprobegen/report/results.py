@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ReportError
+from kprobegen.errors import ReportError
 
 JSON_VERSION = 1
 

@@ -35,10 +35,10 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from . import __version__
-from .errors import BuildError, RenderError
-from .render import c_string, environment
-from .spec import S64_MAX, S64_MIN, Hook, Spec
+from kprobegen import __version__
+from kprobegen.errors import BuildError, RenderError
+from kprobegen.codegen import c_string, environment
+from kprobegen.spec import S64_MAX, S64_MIN, Hook, Spec
 
 __all__ = [
     "Script", "render_stap", "render_bpftrace", "stap_string", "bpftrace_string", "comment_text",
@@ -118,7 +118,7 @@ def _check_names(spec: Spec) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Templates: the project's Jinja environment (kprobegen.render: StrictUndefined, templates/).
+# Templates: the project's Jinja environment (kprobegen.codegen: StrictUndefined, templates/).
 
 
 def _render(template: str, context: dict) -> str:
@@ -522,11 +522,11 @@ def stap_tree(kernel=None, dest=None):
     SystemTap 4.8 resolves ``kprobe.function("f")`` against a symbol table: with ``-r DIR`` it
     reads ``DIR/System.map`` (then ``/boot/System.map-<version>``). Debian's System.map is a
     stub, so the table comes from the kernel profile (the guest's /proc/kallsyms, captured once
-    by booting the kernel: kprobegen.symbols.load_profile). Returns the folder
+    by booting the kernel: kprobegen.kernels.symbols.load_profile). Returns the folder
     (default: the kprobegen cache, ``stap-trees/<release>``).
     """
-    from .kernels import cache_dir, find_kernel
-    from .symbols import load_profile
+    from kprobegen.kernels import cache_dir, find_kernel
+    from kprobegen.kernels.symbols import load_profile
 
     if kernel is None or isinstance(kernel, str):
         kernel = find_kernel(kernel)
@@ -617,13 +617,13 @@ def stap_runtime(tree) -> str:
     this returns a copy of the runtime (cached beside the kprobegen cache) whose
     stp_task_work.c uses ``task_work_cancel_func``, the same operation under its new name;
     for other trees, the system's runtime unchanged."""
-    from .kernels import cache_dir
+    from kprobegen.kernels import cache_dir
 
     system_map = Path(tree) / "System.map"
     try:
         text = system_map.read_text()
     except OSError:
-        raise BuildError(f"{system_map} is missing: make the tree with kprobegen.equivalents.stap_tree()") from None
+        raise BuildError(f"{system_map} is missing: make the tree with kprobegen.codegen.equivalents.stap_tree()") from None
     if not re.search(r"^\S+ [tT] task_work_cancel_func$", text, re.M):
         return STAP_RUNTIME
     source = Path(STAP_RUNTIME) / "stp_task_work.c"

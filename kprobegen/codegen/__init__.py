@@ -16,9 +16,9 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__, templates_dir
-from .errors import RenderError
-from .spec import S64_MAX, S64_MIN, Spec
+from kprobegen import __version__, templates_dir
+from kprobegen.errors import RenderError
+from kprobegen.spec import S64_MAX, S64_MIN, Spec
 
 # Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
 TEMPLATES = templates_dir()
@@ -67,7 +67,7 @@ def make_escape(value: str) -> str:
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
     """Compiled templates kept between processes: compiling them is most of a CLI render's time."""
-    from .kernels import cache_dir
+    from kprobegen.kernels import cache_dir
 
     folder = cache_dir() / "jinja"
     try:
@@ -132,7 +132,7 @@ def render_c_files(spec: Spec) -> dict[str, str]:
 
 def render_files(spec: Spec) -> dict[str, str]:
     """File name → content, for everything generated from one spec. Deterministic."""
-    from .equivalents import render_bpftrace, render_stap  # equivalents imports this module
+    from kprobegen.codegen.equivalents import render_bpftrace, render_stap  # equivalents imports this module
 
     files = render_c_files(spec)
     files[f"{spec.module}.stp"] = render_stap(spec).text
