@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kprobegen.kbuild import build  # noqa: E402
-from kprobegen.kernels import find_kernel  # noqa: E402
+from kprobegen.kernels import find_kernel, toolchain  # noqa: E402
 from kprobegen.spec import parse_spec  # noqa: E402
 
 SPEC = "module: bench_sync\nhooks:\n  - {name: sync, symbol: ksys_sync}\n"
@@ -56,7 +56,7 @@ def main() -> int:
             hand = work / f"hand{round_}"
             shutil.copytree(REPO / "bench" / "handwritten", hand)
             cmd = ["make", "-C", str(kernel.build_dir), f"M={hand}", f"-j{os.cpu_count()}", "modules",
-                   *[f"{k}={v}" for k, v in kernel.make_vars().items()]]
+                   *[f"{k}={v}" for k, v in toolchain.make_vars(kernel).items()]]
             samples["hand-written"].append(timed(lambda: subprocess.run(cmd, check=True, capture_output=True)))
             os.environ["KPROBEGEN_CACHE"] = str(work / f"cache{round_}")
             samples["kprobegen"].append(timed(lambda: build(spec, work / f"gen{round_}", kernel=kernel)))

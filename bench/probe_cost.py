@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kprobegen import vm  # noqa: E402
+from kprobegen.kernels import find_kernel  # noqa: E402
 from kprobegen.kbuild import build  # noqa: E402
 from kprobegen.spec import load_spec  # noqa: E402
 
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", default=None)
     ap.add_argument("--accel", default="auto")
     args = ap.parse_args(argv)
-    kernel = vm.resolve_kernel(args.kernel)
+    kernel = find_kernel(args.kernel)
     with tempfile.TemporaryDirectory(prefix="kpg-probecost-") as t:
         work = Path(t)
         subprocess.run(["gcc", "-O2", "-static", "-o", str(work / "loop"), "-x", "c", "-"],

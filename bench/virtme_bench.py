@@ -60,7 +60,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kprobegen.kbuild import build  # noqa: E402
-from kprobegen.kernels import cache_dir, find_kernel, list_kernels  # noqa: E402
+from kprobegen.cache import cache_dir  # noqa: E402
+from kprobegen.kernels import find_kernel, list_kernels  # noqa: E402
 from kprobegen.report import parse_log  # noqa: E402
 from kprobegen.spec import load_spec  # noqa: E402
 

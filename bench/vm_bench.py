@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kprobegen import vm  # noqa: E402
+from kprobegen.kernels import find_kernel  # noqa: E402
 from kprobegen.kbuild import build  # noqa: E402
 from kprobegen.spec import load_spec  # noqa: E402
 from kprobegen.vm import qemu  # noqa: E402
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", default=None)
     ap.add_argument("--accel", default="tcg", help="tcg (default here: KVM hangs), kvm or auto")
     args = ap.parse_args(argv)
-    kernel = vm.resolve_kernel(args.kernel)
+    kernel = find_kernel(args.kernel)
     spec_path = REPO / "modules" / "sync_counter.yaml"
     cmd = ["sh", "-c", f"for i in $(seq {SYNCS}); do sync; done"]
     try:

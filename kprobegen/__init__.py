@@ -1,12 +1,12 @@
 """kprobegen: YAML hook specs → kprobe/kretprobe kernel modules → exact counts."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
 
 
-def templates_dir():
+def templates_dir() -> Path:
     """templates/ beside the package in a source checkout; kprobegen/templates in a wheel."""
-    from pathlib import Path
-
     here = Path(__file__).resolve().parent
     for candidate in (here / "templates", here.parent / "templates"):
         if (candidate / "module.c.j2").is_file():

@@ -2,6 +2,11 @@
 
 User errors print one line to stderr and exit non-zero; --debug shows the traceback.
 Progress goes to stderr, and only when stderr is a terminal (never into --json output).
+A kernel named on the command line becomes a Kernel in one place (pipeline.resolve_kernel).
+
+Commands import the heavier stages when they run (spec: pydantic; codegen: jinja2; host: sh;
+vm; report), so that a command pays only for what it uses: the cached `build` is timed in
+bench/build_bench.py.
 """
 
 from __future__ import annotations
@@ -10,12 +15,22 @@ import argparse
 import json
 import math
 import os
+import shutil
+import stat
+import subprocess
 import sys
 from pathlib import Path
 
-from kprobegen import __version__
-from kprobegen.errors import BuildError, KprobegenError, LoadError, SpecError
+from kprobegen import __version__, pipeline
+from kprobegen.cache import atomic_write, cache_dir
+from kprobegen.errors import BuildError, KernelError, KprobegenError, VMError
+from kprobegen.kbuild import make_command, resolve_tree
+from kprobegen.kernels import find_kernel, list_kernels, toolchain
+from kprobegen.kernels.debian import fetch_kernel
+from kprobegen.kernels.symbols import profile_cached
 from kprobegen.progress import Notice
+from kprobegen.vm import guest, qemu
+from kprobegen.vm.initramfs import find_busybox
 
 
 def _progress(args) -> callable:
@@ -108,20 +123,10 @@ def _output_dir(path: Path, option: str) -> Path:
 
 
 def _kernel(args):
+    """The Kernel of --kernel, None without it."""
     if getattr(args, "kernel", None) is None:
         return None
-    from kprobegen.errors import KernelError
-    from kprobegen.kernels import find_kernel
-
-    try:
-        return find_kernel(args.kernel)
-    except KernelError:
-        if args.kernel == os.uname().release:
-            # The running kernel without headers: say which package, and whether it could load anyway.
-            from kprobegen.kbuild import missing_tree_error
-
-            raise missing_tree_error(Path(f"/lib/modules/{args.kernel}/build"), args.kernel) from None
-        raise
+    return pipeline.resolve_kernel(args.kernel)
 
 
 # ------------------------------------------------------------------------------- spec commands
@@ -136,10 +141,6 @@ def cmd_schema(args) -> int:
 def _default_kernel_with_profile():
     """The default kernel when its profile is already cached (checking against it boots
     nothing), else None."""
-    from kprobegen.errors import KernelError
-    from kprobegen.kernels import find_kernel
-    from kprobegen.kernels.symbols import profile_cached
-
     try:
         kernel = find_kernel(None)
     except KernelError:
@@ -148,10 +149,8 @@ def _default_kernel_with_profile():
 
 
 def cmd_check(args) -> int:
-    from kprobegen.pipeline import prepare
-
     kernel = _kernel(args) or _default_kernel_with_profile()
-    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
+    spec = pipeline.prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
                    accel=args.accel)
     if args.json:
         _print_json({"spec": str(args.spec), "module": spec.module, "valid": True,
@@ -165,12 +164,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from kprobegen.pipeline import prepare
     from kprobegen.codegen import render, render_c
 
     kernel = _kernel(args)
-    spec = prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
-                   accel=args.accel)
+    spec = pipeline.prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
+                            accel=args.accel)
     if args.emit_c or not args.output:
         sys.stdout.write(render_c(spec))
         return 0
@@ -208,24 +206,18 @@ def cmd_bpftrace(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from kprobegen.kbuild import make_command, resolve_tree
-
     # Without --kernel the default kernel's tree builds the module, but its profile is not
     # used: no symbol check, no glob expansion, and so never a boot to capture a profile.
     by_profile = args.kernel is not None
     kernel = _kernel(args) if args.kernel_dir is None else None
     if args.kernel_dir is None and kernel is None:
-        from kprobegen.kernels import find_kernel
-
-        kernel = find_kernel(None)
+        kernel = pipeline.resolve_kernel(None)
     if args.show_command:
         tree, _, make_vars = resolve_tree(kernel, args.kernel_dir)
         print(" ".join(make_command(tree, Path(args.output).resolve(), make_vars)))
         return 0
-    from kprobegen.pipeline import build_spec
-
     _output_dir(args.output, "-o")
-    built, _ = build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_profile=by_profile,
+    built, _ = pipeline.build_spec(args.spec, args.output, kernel=kernel, kernel_dir=args.kernel_dir, use_profile=by_profile,
                           check_symbols=by_profile and not args.no_symbol_check,
                           use_cache=not args.no_cache, strict=args.strict, progress=_progress(args),
                           accel=args.accel)
@@ -241,8 +233,6 @@ def cmd_build(args) -> int:
 # ------------------------------------------------------------------------------- results
 
 def cmd_parse(args) -> int:
-    import stat
-
     from kprobegen.report import MAX_LOG_BYTES, ReportError, format_results, parse_log, read_log, results_json
 
     limit = args.max_bytes if args.max_bytes is not None else MAX_LOG_BYTES
@@ -288,24 +278,16 @@ def cmd_parse(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from kprobegen.pipeline import run_spec
     from kprobegen.report import format_results
 
     cmd = list(args.cmd)
     if not cmd:
         raise KprobegenError("no workload given: put the command after --, e.g. kprobegen run spec.yaml -- sync")
-    if args.host:
-        from kprobegen.kernels.modules import host_module_support
-
-        supported, why = host_module_support()
-        if not supported:
-            raise LoadError(f"cannot load modules on this host: {why}; drop --host (run loads in a VM)")
-        raise LoadError("run always loads in a disposable VM; on this machine use host mode: `kprobegen load SPEC`, "
-                        "the workload, then `kprobegen unload MODULE`")
     add = _add_pairs(args.add)
     if args.keep is not None:
         _output_dir(args.keep, "--keep")
-    outcome = run_spec(args.spec, cmd, kernel_release=args.kernel, add=add, timeout=args.timeout, accel=args.accel,
+    kernel = pipeline.resolve_kernel(args.kernel)
+    outcome = pipeline.run_spec(args.spec, cmd, kernel=kernel, add=add, timeout=args.timeout, accel=args.accel,
                        check_symbols=not args.no_symbol_check, progress=_progress(args), out_dir=args.keep)
     if args.log:
         _write_file(args.log, outcome.run.kernel_log.encode())
@@ -327,8 +309,6 @@ def cmd_run(args) -> int:
 
 def _write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all."""
-    from kprobegen.cache import atomic_write
-
     try:
         atomic_write(Path(path), data)
     except OSError as exc:
@@ -350,7 +330,7 @@ def cmd_load(args) -> int:
     if target.suffix == ".ko":
         loaded = host.load_ko(target)
     else:
-        loaded = host.load_spec(target, progress=_progress(args))
+        loaded = pipeline.load_on_host(target, progress=_progress(args))
     if args.json:
         _print_json(loaded.to_json())
     else:
@@ -401,8 +381,6 @@ def cmd_unload(args) -> int:
 # ------------------------------------------------------------------------------- full guest
 
 def cmd_image_build(args) -> int:
-    from kprobegen.vm import guest
-
     image = guest.build_image(args.suite, rebuild=args.rebuild, progress=_progress(args))
     if args.json:
         _print_json({"suite": image.suite, "release": image.release, "rootfs": str(image.rootfs),
@@ -414,8 +392,6 @@ def cmd_image_build(args) -> int:
 
 
 def cmd_vm(args) -> int:
-    from kprobegen.vm import guest
-
     cmd = list(args.cmd)
     if not cmd:
         raise KprobegenError("no command given: put it after --, e.g. kprobegen vm --image bookworm -- uname -r")
@@ -452,8 +428,6 @@ def _add_pairs(items: list[str]) -> list[tuple[Path, str]]:
 # ------------------------------------------------------------------------------- doctor
 
 def cmd_doctor(args) -> int:
-    from kprobegen.vm import qemu
-
     if args.reset_kvm:
         had = qemu.clear_kvm_verdict()
         print("KVM verdict forgotten: the next auto boot tries KVM again" if had else "no KVM verdict was recorded")
@@ -471,15 +445,6 @@ def cmd_doctor(args) -> int:
 def _doctor_report() -> dict:
     """What `run` needs on this machine, each as {name, ok, detail}: qemu, busybox, the
     accelerator (with the recorded KVM verdict), the default kernel, its headers and profile."""
-    import shutil
-    import subprocess
-
-    from kprobegen.errors import KernelError, VMError
-    from kprobegen.kernels import cache_dir, find_kernel
-    from kprobegen.kernels.symbols import profile_cached
-    from kprobegen.vm import qemu
-    from kprobegen.vm.initramfs import find_busybox
-
     checks = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -524,7 +489,7 @@ def _doctor_report() -> dict:
         kernel = None
     if kernel is not None:
         check("kernel", True, f"{kernel.release} ({kernel.origin}), the default for build and run")
-        problem = kernel.build_problem()
+        problem = toolchain.build_problem(kernel)
         check("headers", problem is None, problem or f"{kernel.build_dir}")
         check("profile", True, "cached" if profile_cached(kernel.release) else
               "not captured yet: the first run or check --kernel boots the kernel once to capture it (10-30 s)")
@@ -536,39 +501,32 @@ def _doctor_report() -> dict:
 # ------------------------------------------------------------------------------- kernels
 
 def cmd_kernels_list(args) -> int:
-    from kprobegen.kernels import list_kernels
-
     kernels = list_kernels()
     if args.json:
         _print_json([{"release": k.release, "image": str(k.image), "build_dir": str(k.build_dir) if k.build_dir else None,
-                      "origin": k.origin, "build_problem": k.build_problem()} for k in kernels])
+                      "origin": k.origin, "build_problem": toolchain.build_problem(k)} for k in kernels])
         return 0
     if not kernels:
         print("no kernels found: apt-get install linux-image-cloud-amd64 linux-headers-cloud-amd64, "
               "or kprobegen kernels fetch bookworm")
         return 1
-    from kprobegen.errors import KernelError
-    from kprobegen.kernels import find_kernel
-
     try:
         default = find_kernel(None).release
     except KernelError:
         default = None
     print(f"  {'RELEASE':36} {'ORIGIN':28} {'HEADERS':10} NOTE")
     for k in kernels:
-        problem = k.build_problem()
+        problem = toolchain.build_problem(k)
         mark = "*" if k.release == default else " "
         print(f"{mark} {k.release:36} {k.origin:28} {'yes' if k.build_dir else 'no':10} {problem or ''}".rstrip())
     if default:
-        print(f"(* the default kernel for build and run; pick another with --kernel RELEASE or SUITE)")
+        print("(* the default kernel for build and run; pick another with --kernel RELEASE or SUITE)")
     return 0
 
 
 def cmd_kernels_fetch(args) -> int:
-    from kprobegen.kernels import fetch_kernel
-
     kernel = fetch_kernel(args.suite, progress=_progress(args), refresh=args.refresh)
-    problem = kernel.build_problem()
+    problem = toolchain.build_problem(kernel)
     if args.json:
         _print_json({"release": kernel.release, "image": str(kernel.image), "build_dir": str(kernel.build_dir),
                      "origin": kernel.origin, "build_problem": problem})
@@ -674,9 +632,6 @@ def parser() -> argparse.ArgumentParser:
                                    "and print the counts.",
                        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     spec_arg(p)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--vm", action="store_true", help="load in a disposable VM (the default)")
-    mode.add_argument("--host", action="store_true", help="refused with a reason: on this machine use `kprobegen load`")
     p.add_argument("--kernel", help="kernel release or suite for the VM (default: the installed Debian cloud kernel)")
     p.add_argument("--add", action="append", default=[], metavar="HOST_PATH[:GUEST_PATH]",
                    help="copy a file or folder into the guest (default guest path: /NAME); repeatable")
@@ -773,9 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stdout is None:  # started with stdout closed (`>&-`): every command answers there
             raise KprobegenError("standard output is closed; redirect it to a file or /dev/null")
         if getattr(args, "accel", "") is None:
-            from kprobegen.vm.qemu import default_accel
-
-            args.accel = default_accel()  # $KPROBEGEN_ACCEL checked before any work is done
+            args.accel = qemu.default_accel()  # $KPROBEGEN_ACCEL checked before any work is done
         code = args.func(args)
         sys.stdout.flush()
         return code

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Callable
 from kprobegen import __version__, templates_dir
 from kprobegen.cache import atomic_copy, cache_dir, copy_to_temp, drop_dir, publish_dir, staging_dir
 from kprobegen.errors import BuildError, SpecError
+from kprobegen.kernels import Kernel, toolchain
+from kprobegen.kernels.modules import host_module_support
+from kprobegen.kernels.toolchain import installed_headers_hint
 from kprobegen.specfile import is_stdin, read_spec_bytes
 
 if TYPE_CHECKING:
@@ -70,9 +73,8 @@ def make_command(kernel_dir: Path, module_dir: Path, make_vars: dict[str, str] |
 
 
 def missing_tree_error(kernel_dir: Path, release: str | None) -> BuildError:
-    from kprobegen.kernels import installed_headers_hint
-    from kprobegen.kernels.modules import host_module_support
-
+    """The one message for a missing Kbuild tree: which headers package to install and, for
+    the running kernel, whether this machine could load a module at all."""
     release = release or kernel_dir.parent.name
     message = f"no kernel build tree at {kernel_dir}"
     if release:
@@ -85,20 +87,18 @@ def missing_tree_error(kernel_dir: Path, release: str | None) -> BuildError:
     return BuildError(message)
 
 
-def resolve_tree(kernel=None, kernel_dir: str | Path | None = None) -> tuple[Path, str, dict[str, str]]:
-    """(tree, release, make variables) for a Kernel, an explicit tree, or the default kernel."""
+def resolve_tree(kernel: Kernel | None = None, kernel_dir: str | Path | None = None) -> tuple[Path, str, dict[str, str]]:
+    """(tree, release, make variables) for a Kernel or an explicit tree (one of the two)."""
     if kernel_dir is not None:
         tree = Path(kernel_dir)
         if not (tree / "Makefile").is_file():
             raise missing_tree_error(tree, None)
         return tree, tree_release(tree), {}
     if kernel is None:
-        from kprobegen.kernels import find_kernel
-
-        kernel = find_kernel(None)
+        raise TypeError("resolve_tree: give a Kernel or a kernel_dir")
     if kernel.build_dir is None or not (Path(kernel.build_dir) / "Makefile").is_file():
         raise missing_tree_error(Path(kernel.build_dir or f"/lib/modules/{kernel.release}/build"), kernel.release)
-    problem, make_vars = kernel.plan()
+    problem, make_vars = toolchain.plan(kernel)
     if problem:
         raise BuildError(f"cannot build for {kernel.release}: {problem}")
     return Path(kernel.build_dir), kernel.release, dict(make_vars)
@@ -250,7 +250,7 @@ def build(
     spec: "Spec",
     out_dir: str | Path,
     *,
-    kernel=None,
+    kernel: Kernel | None = None,
     kernel_dir: str | Path | None = None,
     use_cache: bool = True,
     strict: bool = False,
@@ -259,8 +259,7 @@ def build(
 ) -> BuiltModule:
     """Render ``spec`` and build ``<module>.ko`` into ``out_dir`` (with the rendered sources).
 
-    ``kernel`` is a kernels.Kernel; ``kernel_dir`` an explicit Kbuild tree; neither: the default
-    kernel. ``strict`` turns compiler warnings into a BuildError. ``note`` hears about a
+    The tree is the ``kernel``'s, or the explicit Kbuild tree ``kernel_dir``. ``strict`` turns compiler warnings into a BuildError. ``note`` hears about a
     damaged cache entry that was dropped.
     """
     from kprobegen.codegen import render_files, write_files

@@ -1,11 +1,19 @@
 """The whole path from a spec file to counts, as one API: spec → symbols → build → VM → report.
 
-The CLI's `build` and `run` commands and the tests call these; a pytest plugin or a manager
-service can too. Each stage keeps its own module and error type; this only strings them.
+The one module that joins the stages (docs/architecture.md): the CLI's `check`, `render`,
+`build` and `run` commands and the tests call it; a pytest plugin or a manager service can
+too. Each stage keeps its own package and error type; this only strings them, and turns a
+kernel named by the user into a Kernel once (``resolve_kernel``).
+
+Lazy imports, each for a measured start-up cost: a build served from the cache by the spec
+file's bytes (bench/build_bench.py's "cached" figure) must not pay for what it does not use:
+spec (pydantic) and kbuild's rendering (jinja2) when no spec is read, vm and report when
+nothing boots, host (the sh library, which imports asyncio) outside host mode.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -13,9 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from kprobegen.errors import LoadError, VMError
+from kprobegen.cache import cache_dir
+from kprobegen.errors import KernelError, LoadError, VMError
+from kprobegen.kbuild import BuiltModule, build, cached_by_spec, missing_tree_error, remember_spec, tree_release
+from kprobegen.kernels import Kernel, find_kernel
+from kprobegen.kernels.symbols import Capture, load_profile
 
-if TYPE_CHECKING:  # spec.py (pydantic) is imported only when a spec must be read
+if TYPE_CHECKING:  # imported when used (see above)
+    from kprobegen import host, vm
+    from kprobegen.report import Results
     from kprobegen.spec import Spec
 
 Progress = Callable[[str], None]
@@ -38,12 +52,35 @@ def _ambiguity_warning(spec: Spec, profile) -> str | None:
             f"(several functions share the name; register_kprobe attaches to the first): {shown}")
 
 
-def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True, progress: Progress | None = None,
-            warn: Progress | None = None, accel: str | None = None) -> Spec:
-    """Load the spec; expand globs and refuse unknown or blacklisted symbols against the kernel's profile.
+def resolve_kernel(release: str | None) -> Kernel:
+    """The Kernel a user named (a release, a suite such as "bullseye", or None for the
+    default), with one message when there is none. The running kernel without headers gets
+    the build stage's message: which package to install, and whether it could load anyway."""
+    try:
+        return find_kernel(release)
+    except KernelError:
+        if release is not None and release == os.uname().release:
+            raise missing_tree_error(Path(f"/lib/modules/{release}/build"), release) from None
+        raise
+
+
+def profile_capture(accel: str | None = None, progress: Progress | None = None) -> Capture:
+    """How a missing kernel profile is captured: one boot of the kernel in the VM, under
+    ``accel`` (auto / kvm / tcg; None: $KPROBEGEN_ACCEL or auto)."""
+    def capture(kernel: Kernel):
+        from kprobegen import vm
+
+        return vm.capture_profile(kernel, progress=progress, accel=accel)
+    return capture
+
+
+def prepare(spec: Spec | str | Path, kernel: Kernel | None = None, *, check_symbols: bool = True,
+            progress: Progress | None = None, warn: Progress | None = None, accel: str | None = None) -> Spec:
+    """Load the spec; expand globs and refuse unknown or blacklisted symbols against the
+    ``kernel``'s profile (None: neither).
 
     The profile (kallsyms, kprobe blacklist) is captured once per kernel by booting it under
-    ``accel`` (auto / kvm / tcg; None: $KPROBEGEN_ACCEL or auto), then cached.
+    ``accel`` (see profile_capture), then cached.
     Hooked names that several kernel functions share are listed to ``warn`` (default: stderr).
     """
     if isinstance(spec, (str, Path)):
@@ -52,9 +89,7 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
         spec = load_spec(spec)
     if kernel is None or not (check_symbols or spec.has_globs):
         return spec
-    from kprobegen.kernels.symbols import load_profile
-
-    profile = load_profile(kernel, progress=progress, accel=accel)
+    profile = load_profile(kernel, capture=profile_capture(accel, progress), progress=progress)
     if spec.has_globs:
         spec = spec.expand(profile.expand)
     if check_symbols:
@@ -66,12 +101,13 @@ def prepare(spec: Spec | str | Path, kernel=None, *, check_symbols: bool = True,
     return spec
 
 
-def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, kernel_dir: str | Path | None = None,
+def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel: Kernel | None = None,
+               kernel_dir: str | Path | None = None,
                check_symbols: bool = True, use_cache: bool = True, strict: bool = False,
                progress: Progress | None = None, note: Progress | None = None, use_profile: bool = True,
                accel: str | None = None):
-    """Render and build the spec's module for ``kernel`` or the tree ``kernel_dir``: (the
-    kbuild.BuiltModule, the prepared Spec or None when the build came from the cache).
+    """Render and build the spec's module for ``kernel`` or the tree ``kernel_dir`` (one of the
+    two): (the BuiltModule, the prepared Spec or None when the build came from the cache).
 
     A spec file built unchanged for this tree before is served by its bytes, without reading
     the YAML or the templates (``kbuild.cached_by_spec``); with ``strict``, a cached build
@@ -79,8 +115,6 @@ def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel=None, ker
     and rebuilt, and ``note`` (default: stderr) says so. With ``use_profile`` False the
     kernel's profile is not read (nor captured): no symbol check and no glob expansion.
     """
-    from kprobegen.kbuild import build, cached_by_spec, remember_spec, tree_release
-
     say = progress or (lambda message: None)
     note = note or _stderr("note")
     spec_file = Path(spec) if isinstance(spec, (str, Path)) else None
@@ -109,9 +143,9 @@ class SpecRun:
     """One spec run in a VM: the build, the VM run, and the parsed results."""
 
     spec: Spec | None      # None when the build came from the cache by the spec file's bytes
-    built: object          # kbuild.BuiltModule
-    run: object            # vm.Run
-    results: list          # report.Results of this module (latest complete report)
+    built: BuiltModule
+    run: vm.Run
+    results: list[Results]  # this module's (the latest complete report)
     # what the parser found wrong in the kernel log as a whole (lines refused because user
     # space wrote them or their check failed, conflicts, lost lines): said, never dropped
     log_problems: list = field(default_factory=list)
@@ -140,7 +174,7 @@ def run_spec(
     spec: Spec | str | Path,
     cmd: Sequence[str],
     *,
-    kernel_release: str | None = None,
+    kernel: Kernel,
     add: Sequence[tuple[Path, str]] = (),
     timeout: float = 120.0,
     accel: str | None = None,
@@ -149,7 +183,7 @@ def run_spec(
     progress: Progress | None = None,
     out_dir: str | Path | None = None,
 ) -> SpecRun:
-    """Build the spec's module for a kernel, load it in a disposable VM, run ``cmd``, unload, parse.
+    """Build the spec's module for ``kernel``, load it in a disposable VM, run ``cmd``, unload, parse.
 
     Raises VMError when the guest panics, hangs or loses its output; LoadError when insmod
     fails (the kernel's reason included; nothing stays loaded: the VM is gone).
@@ -159,11 +193,9 @@ def run_spec(
     and its sources stay there.
     """
     from kprobegen import vm
-    from kprobegen.kernels import find_kernel
     from kprobegen.report import parse_log
 
     say = progress or (lambda message: None)
-    kernel = find_kernel(kernel_release)
     temporary = None if out_dir else Path(tempfile.mkdtemp(prefix="kpg-run-"))
     try:
         built, prepared = build_spec(spec, out_dir or temporary, kernel=kernel, check_symbols=check_symbols,
@@ -182,4 +214,31 @@ def run_spec(
     return SpecRun(prepared, built, run, results, log.problems + log.notes)
 
 
-__all__ = ["prepare", "build_spec", "run_spec", "SpecRun", "VMError"]
+def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> "host.LoadedModule":
+    """Check the spec's symbols against the running kernel, build it against the running
+    kernel's headers, and insmod it (host mode). The module stays loaded."""
+    from kprobegen import host
+    from kprobegen.spec import load_spec
+
+    say = progress or (lambda message: None)
+    spec = load_spec(spec_path)
+    host.require_loading()
+    tree = Path(f"/lib/modules/{host.release()}/build")
+    if not (tree / "Makefile").is_file():
+        raise missing_tree_error(tree, host.release())
+    if host.is_loaded(spec.module):
+        why = "by kprobegen" if host.is_ours(spec.module) else "and it is not a kprobegen module"
+        raise LoadError(f"module {spec.module} is already loaded {why}: unload it first "
+                        f"(kprobegen unload {spec.module})")
+    profile = host.running_profile()
+    if spec.has_globs:
+        spec = spec.expand(profile.expand)
+    for hook in spec.hooks:
+        profile.check(hook.symbol)
+    say(f"building {spec.module} against {tree}")
+    built = build(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
+    say(f"loading {built.ko}")
+    return host.load_ko(built.ko, spec=spec_path)
+
+
+__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_spec", "run_spec", "SpecRun", "load_on_host", "VMError"]

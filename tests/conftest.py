@@ -72,7 +72,7 @@ def each_kernel(request, kernel_61):
     if request.param == "bookworm":
         return kernel_61
     from kprobegen.errors import KernelError
-    from kprobegen.kernels import fetch_kernel
+    from kprobegen.kernels.debian import fetch_kernel
 
     try:
         return fetch_kernel(request.param)

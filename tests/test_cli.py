@@ -31,8 +31,9 @@ def test_check_without_kernel_uses_the_default_kernels_cached_profile(kernel_61,
     """A misspelled symbol is caught by a plain `check` once the default kernel's profile is
     cached; without a profile, check says that symbols were not checked (never a bare "ok")."""
     from kprobegen.kernels.symbols import load_profile
+    from kprobegen.pipeline import profile_capture
 
-    load_profile(kernel_61)  # cached by the first run on a machine (setup.sh's example)
+    load_profile(kernel_61, capture=profile_capture())  # cached by the first run on a machine (setup.sh's example)
     spec = tmp_path / "typo.yaml"
     spec.write_text("module: typo\nhooks:\n  - symbol: ksys_synk\n")
     done = kprobegen("check", str(spec))

@@ -76,16 +76,11 @@ def test_glob_expands_against_the_kernel(kernel_61, tmp_path):
     assert "No functions matched" in done.stderr
 
 
-def test_host_loading_refused_with_a_reason(tmp_path):
-    from kprobegen.kernels.modules import host_module_support
-
-    supported, why = host_module_support()
+def test_run_has_no_host_option(tmp_path):
+    """run always loads in a disposable VM; host mode is `kprobegen load` (no half-feature flag)."""
     done = kprobegen("run", str(MODULES / "sync_counter.yaml"), "--host", "--", "true")
-    assert done.returncode != 0 and done.stderr.count("\n") == 1
-    if not supported:
-        assert why in done.stderr and "drop --host" in done.stderr
-    else:
-        assert "kprobegen load SPEC" in done.stderr
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--host" in done.stderr
 
 
 def test_bad_spec_is_one_line_and_nothing_is_built(tmp_path):

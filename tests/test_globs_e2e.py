@@ -24,8 +24,9 @@ def kprobegen(*args, env=None, timeout=600):
 @pytest.fixture(scope="module")
 def profile_61(kernel_61):
     from kprobegen.kernels.symbols import load_profile
+    from kprobegen.pipeline import profile_capture
 
-    return load_profile(kernel_61)
+    return load_profile(kernel_61, capture=profile_capture())
 
 
 def glob_spec(tmp_path, pattern, name="globbed"):

@@ -21,19 +21,11 @@ from pathlib import Path
 import pytest
 
 from kprobegen import kernels
+from kprobegen.cache import cache_dir
 from kprobegen.errors import KernelError
-from kprobegen.kernels import (
-    SUITES,
-    Kernel,
-    cache_dir,
-    debian_mirror,
-    fetch_kernel,
-    find_kernel,
-    installed_headers_hint,
-    list_kernels,
-    parse_deb822_sources,
-    parse_one_line_sources,
-)
+from kprobegen.kernels import SUITES, Kernel, debian, find_kernel, list_kernels, toolchain
+from kprobegen.kernels.debian import debian_mirror, fetch_kernel, parse_deb822_sources, parse_one_line_sources
+from kprobegen.kernels.toolchain import installed_headers_hint
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -137,9 +129,9 @@ def test_headers_missing_problem():
     k = Kernel("6.1.0-99-cloud-amd64", Path("/boot/vmlinuz-6.1.0-99-cloud-amd64"), None, "installed", None)
     assert installed_headers_hint(k.release) == (
         "install linux-headers-6.1.0-99-cloud-amd64 (apt-get install linux-headers-6.1.0-99-cloud-amd64)")
-    assert k.build_problem() == ("no kernel headers for 6.1.0-99-cloud-amd64: install linux-headers-6.1.0-99-"
+    assert toolchain.build_problem(k) == ("no kernel headers for 6.1.0-99-cloud-amd64: install linux-headers-6.1.0-99-"
                                  "cloud-amd64 (apt-get install linux-headers-6.1.0-99-cloud-amd64)")
-    assert k.make_vars() == {}
+    assert toolchain.make_vars(k) == {}
 
 
 def test_fetch_unknown_suite():
@@ -164,7 +156,7 @@ def test_fetch_unreachable_mirror(monkeypatch, tmp_path):
 def test_fetch_apt_timeout(monkeypatch, tmp_path):
     """apt that does not finish in time is killed (with its download methods) and named."""
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
-    monkeypatch.setattr(kernels, "APT_UPDATE_TIMEOUT", 0.05)
+    monkeypatch.setattr(debian, "APT_UPDATE_TIMEOUT", 0.05)
     with pytest.raises(KernelError, match=r"^fetching bullseye: `apt-get .*--error-on=any update` did not "
                                           r"finish within 0\.05 s: is the mirror .* reachable\?$"):
         fetch_kernel("bullseye")
@@ -181,7 +173,7 @@ def test_makefile_include_follows_the_cache(tmp_path):
     (root / "boot/vmlinuz-9.9.9-1-cloud-amd64").write_bytes(b"x")
     (build / "Makefile").write_text("include /old/place/usr/src/linux-headers-9.9.9-1-common/Makefile\n")
     (root / kernels.META_NAME).write_text('{"release": "9.9.9-1-cloud-amd64", "suite": "trixie"}')
-    k = kernels._fetched_kernel(root)
+    k = kernels.fetched_kernel(root)
     assert k.origin == "fetched:trixie" and k.suite == "trixie" and k.build_dir == build and k.config is None
     assert (build / "Makefile").read_text() == f"include {root}/usr/src/linux-headers-9.9.9-1-common/Makefile\n"
 
@@ -191,7 +183,7 @@ def test_relativise_links(tmp_path):
     (tmp_path / "lib/modules/1").mkdir(parents=True)
     os.symlink("/usr/src/linux-headers-1", tmp_path / "lib/modules/1/build")
     os.symlink("../../x/scripts", tmp_path / "usr/src/linux-headers-1/scripts")
-    assert kernels._relativise_links(tmp_path) == 1
+    assert debian._relativise_links(tmp_path) == 1
     assert os.readlink(tmp_path / "lib/modules/1/build") == "../../../usr/src/linux-headers-1"
     assert os.readlink(tmp_path / "usr/src/linux-headers-1/scripts") == "../../x/scripts"
 
@@ -236,8 +228,8 @@ def test_find_default_kernel(installed_cloud, monkeypatch, tmp_path):
         origin="installed",
         config=Path(f"/boot/config-{release}"),
     )
-    assert k.build_problem() is None and k.make_vars() == {}
-    text, major = k.compiler()
+    assert toolchain.build_problem(k) is None and toolchain.make_vars(k) == {}
+    text, major = toolchain.compiler(k)
     # "gcc-12 (Debian 12.2.0-14…) 12.2.0" on Debian 12, "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0" on 13
     assert major == _config_gcc_major(release) and re.search(rf"\bgcc-{major} \(", text), text
     assert find_kernel() == k  # the newest installed cloud kernel is the default
@@ -255,7 +247,7 @@ def test_find_kernel_errors(installed_cloud, monkeypatch, tmp_path):
     with pytest.raises(KernelError, match=r"^no kernel fetched for suite bullseye: run `kprobegen kernels fetch "
                                           r"bullseye`$"):
         find_kernel("bullseye")
-    if kernels._os_codename() == "bookworm":
+    if kernels.os_codename() == "bookworm":
         # the machine's own suite, not fetched: its installed cloud kernel
         assert find_kernel("bookworm") == find_kernel()
 
@@ -314,7 +306,7 @@ def build_tiny(k: Kernel, d: Path, extra: dict[str, str] | None = None) -> subpr
     d.mkdir(parents=True, exist_ok=True)
     (d / "kpg_tiny.c").write_text(TINY_MODULE)
     (d / "Kbuild").write_text("obj-m := kpg_tiny.o\n")
-    mv = {**k.make_vars(), **(extra or {})}
+    mv = {**toolchain.make_vars(k), **(extra or {})}
     argv = ["make", "-C", str(k.build_dir), f"M={d}", *(f"{a}={b}" for a, b in mv.items()), "modules"]
     return subprocess.run(argv, capture_output=True, text=True, timeout=600)
 
@@ -384,13 +376,13 @@ def test_fetch_build_boot(suite, release_re, make_vars, fetch_cache, tmp_path):
     check_fetched_tree(k, suite, fetch_cache)
     assert said[-1].startswith(f"{suite}: {k.release} ready in ") or said == [
         f"{suite}: {k.release} already in {fetch_cache / 'kernels' / k.release}"]
-    assert k.build_problem() is None
+    assert toolchain.build_problem(k) is None
     # The tree's own gcc when this machine has it, else the next newer one (gcc-12 for
     # bullseye's gcc-10 tree on Debian 12; gcc-14 for every older tree on Debian 13).
-    wanted = k.compiler()[1]
-    have = kernels.installed_gcc_versions()
+    wanted = toolchain.compiler(k)[1]
+    have = toolchain.installed_gcc_versions()
     expected = {} if wanted in have else {"CC": f"gcc-{min(v for v in have if v > wanted)}"}
-    assert k.make_vars() == expected
+    assert toolchain.make_vars(k) == expected
     if suite == "bullseye" and have == {12}:
         assert expected == make_vars   # what was tried here: Debian 12's gcc-12 builds 5.10
 
@@ -429,16 +421,16 @@ def test_fetch_trixie_needs_gcc14(fetch_cache, tmp_path):
     print(f"\ntrixie: fetched {k.release} in {secs:.1f} s")
     assert re.fullmatch(r"6\.12\.\d+\+deb13-cloud-amd64", k.release)
     check_fetched_tree(k, "trixie", fetch_cache)
-    problem = k.build_problem()
-    assert k.compiler()[1] == 14
-    assert k.make_vars() == {}
-    if 14 in kernels.installed_gcc_versions():  # a trixie machine
+    problem = toolchain.build_problem(k)
+    assert toolchain.compiler(k)[1] == 14
+    assert toolchain.make_vars(k) == {}
+    if 14 in toolchain.installed_gcc_versions():  # a trixie machine
         assert problem is None
     else:
         assert problem is not None and "gcc-14" in problem, problem
         assert problem.startswith(f"kernel {k.release} was built with gcc-14 (")
         assert problem.endswith("build on a machine (or in a chroot) with gcc-14, e.g. Debian trixie")
-        if max(kernels.installed_gcc_versions()) < 14:
+        if max(toolchain.installed_gcc_versions()) < 14:
             assert "rejects the tree's -fmin-function-alignment=16 (a gcc-14 flag)" in problem
         # the problem is real: this machine's gcc-12 rejects the tree's flags
         res = build_tiny(k, tmp_path / "mod", {"CC": "gcc-12"})
@@ -452,11 +444,11 @@ def test_fetch_trixie_needs_gcc14(fetch_cache, tmp_path):
 def test_suite_pockets_come_from_the_systems_sources():
     srcs = parse_deb822_sources(DEBIAN_SOURCES)
     main = "http://deb.debian.org/debian"
-    assert kernels.suite_pockets("bullseye", main, srcs) == [
+    assert debian.suite_pockets("bullseye", main, srcs) == [
         (main, "bullseye-updates"), ("http://deb.debian.org/debian-security", "bullseye-security")]
-    assert kernels.suite_pockets("bookworm-backports", main, srcs) == []  # backports have no pockets
+    assert debian.suite_pockets("bookworm-backports", main, srcs) == []  # backports have no pockets
     no_security = [s for s in srcs if not any(x.endswith("-security") for x in s.suites)]
-    assert kernels.suite_pockets("trixie", main, no_security) == [(main, "trixie-updates")]
+    assert debian.suite_pockets("trixie", main, no_security) == [(main, "trixie-updates")]
 
 
 def test_fetch_bookworm_is_the_newest_of_its_pockets(installed_cloud, fetch_cache, tmp_path):
@@ -467,7 +459,7 @@ def test_fetch_bookworm_is_the_newest_of_its_pockets(installed_cloud, fetch_cach
     check_fetched_tree(k, "bookworm", fetch_cache)
     assert said[0].startswith("bookworm: reading the package index of bookworm, bookworm-updates") or \
         said == [f"bookworm: {k.release} already in {fetch_cache / 'kernels' / k.release}"]
-    if kernels._os_codename() == "bookworm":
+    if kernels.os_codename() == "bookworm":
         assert k.release == installed_cloud
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kprobegen.errors import KernelError, SymbolError
+from kprobegen.pipeline import profile_capture
 from kprobegen.kernels.symbols import (
     Profile,
     load_profile,
@@ -242,19 +243,19 @@ def test_profile_cache_roundtrip(tmp_path, monkeypatch, p61):
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
     k = Kernel(R61, Path(f"/boot/vmlinuz-{R61}"), None, "installed", FIX / f"{R61}.config")
     with pytest.raises(KernelError, match=f"no kernel profile cached for {R61}"):
-        load_profile(k, capture=False)
+        load_profile(k)
     r = raw(R61)
     r["config"] = b""  # the capture of a kernel without /proc/config.gz
     d = save_raw_profile(R61, r)
     assert d == tmp_path / "profiles" / R61 == profile_dir(R61)
     assert sorted(f.name for f in d.iterdir()) == ["blacklist.gz", "config.gz", "kallsyms.gz"]
     assert gzip.decompress((d / "kallsyms.gz").read_bytes()) == r["kallsyms"]
-    p = load_profile(k, capture=False)
+    p = load_profile(k)
     assert p.functions == p61.functions and p.blacklist == p61.blacklist
     assert p.config == p61.config  # fell back to the packaged config
     (d / "kallsyms.gz").write_bytes(b"\x1f\x8b broken")
     with pytest.raises(KernelError, match="is damaged"):
-        load_profile(k, capture=False)
+        load_profile(k)
 
 
 def _capture_available() -> str | None:
@@ -280,7 +281,7 @@ def test_capture_real_profile_61(tmp_path, monkeypatch):
 
     kernel = find_kernel()  # the default: the newest installed cloud kernel
     said: list[str] = []
-    p = load_profile(kernel, capture=True, progress=said.append)
+    p = load_profile(kernel, capture=profile_capture(progress=said.append), progress=said.append)
     # the start and the end of the capture are Notices: shown even when stderr is not a terminal
     assert said[0].startswith(f"capturing the kernel profile of {kernel.release} ") and isinstance(said[0], Notice)
     assert re.fullmatch(rf"kernel profile of {re.escape(kernel.release)} captured in \d+\.\d s, cached in .*",
@@ -299,7 +300,7 @@ def test_capture_real_profile_61(tmp_path, monkeypatch):
         assert fixture.functions <= p.functions and fixture.blacklist == p.blacklist
         assert len(p.expand("vfs_*")) == 75
     # second time: from the cache, no boot
-    again = load_profile(kernel, capture=False)
+    again = load_profile(kernel)
     assert again.functions == p.functions
 
 
@@ -313,14 +314,14 @@ def test_parsed_profile_is_kept_beside_the_raw_files(tmp_path, monkeypatch):
            "blacklist": b"", "config": b"CONFIG_KPROBES=y\n"}
     symbols.save_raw_profile("9.9.9-test", raw)
     kernel = type("K", (), {"release": "9.9.9-test", "config": None})()
-    first = symbols.load_profile(kernel, capture=False)
+    first = symbols.load_profile(kernel)
     assert (symbols.profile_dir("9.9.9-test") / "parsed.pickle").is_file()
     symbols._MEMO.clear()
-    assert symbols.load_profile(kernel, capture=False) == first
+    assert symbols.load_profile(kernel) == first
     symbols._MEMO.clear()
     raw["kallsyms"] = raw["kallsyms"].replace(b"ksys_sync", b"ksys_sync2")
     symbols.save_raw_profile("9.9.9-test", raw)
-    assert "ksys_sync2" in symbols.load_profile(kernel, capture=False).functions
+    assert "ksys_sync2" in symbols.load_profile(kernel).functions
 
 
 def test_ambiguous_names_are_known():

@@ -1,9 +1,9 @@
 """Host mode: load, list, snapshot and unload kprobegen modules on the running kernel.
 
-On a machine that can load modules (a server, a Vagrant box, the full Debian guest), a spec is
-checked against the running kernel's own symbol table (``/proc/kallsyms`` and the kprobe
-blacklist), built against ``/lib/modules/$(uname -r)/build``, and inserted; it stays loaded
-while work happens. What is loaded is read from the kernel, never from a file of ours alone:
+On a machine that can load modules (a server, a Vagrant box, the full Debian guest), a module
+is inserted and stays loaded while work happens (kprobegen.pipeline.load_on_host first checks
+a spec against the running kernel's own symbol table, ``running_profile``, and builds it
+against ``/lib/modules/$(uname -r)/build``). What is loaded is read from the kernel, never from a file of ours alone:
 
 * a kprobegen module carries ``MODULE_INFO(kprobegen_protocol, …)`` (checked in a ``.ko`` before
   it is loaded) and, once loaded, its own debugfs folder ``/sys/kernel/debug/kprobegen/<module>/``
@@ -29,7 +29,11 @@ from pathlib import Path
 
 import sh
 
+from kprobegen.cache import atomic_write
 from kprobegen.errors import LoadError
+from kprobegen.kernels.modules import host_module_support, modinfo
+from kprobegen.kernels.symbols import Profile, profile_from_raw
+from kprobegen.report import parse_log
 
 DEBUGFS = Path("/sys/kernel/debug")
 REPORTS = DEBUGFS / "kprobegen"
@@ -60,8 +64,6 @@ def release() -> str:
 
 def cannot_load() -> str | None:
     """Why modules cannot be loaded here (one line), or None when they can."""
-    from kprobegen.kernels.modules import host_module_support
-
     supported, why = host_module_support()
     return None if supported else why
 
@@ -100,8 +102,6 @@ def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
     """insmod a kprobegen module built for the running kernel; refused unless it carries the
     kprobegen mark and its vermagic names this kernel. Loading a module that is loaded is an
     error that says so."""
-    from kprobegen.vm import modinfo
-
     require_loading()  # first: whoever cannot load learns that, not some detail of the file
     ko = Path(ko).resolve()
     if not ko.is_file():
@@ -133,8 +133,6 @@ def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
 
 
 def _write_state(loaded: LoadedModule) -> None:
-    from kprobegen.cache import atomic_write
-
     STATE.mkdir(parents=True, exist_ok=True)
     atomic_write(STATE / f"{loaded.name}.json", json.dumps(loaded.to_json(), indent=2) + "\n")
 
@@ -178,16 +176,12 @@ def snapshot_text(name: str) -> str:
 
 def snapshot(name: str):
     """Live counts of a loaded module: its Results, summed over CPUs at read time."""
-    from kprobegen.report import parse_log
-
     return _latest(parse_log(snapshot_text(name)), name, "snapshot")
 
 
 def unload(name: str):
     """rmmod the module, then its final report from /dev/kmsg (Results). A module that cannot
     be removed (in use) stays loaded and the kernel's reason is raised."""
-    from kprobegen.report import parse_log
-
     _ours(name)
     try:
         sh.rmmod(name)
@@ -258,10 +252,8 @@ def _kmsg_after(mark: int) -> list[_KmsgRecord]:
 
 # -- from a spec --------------------------------------------------------------------------
 
-def running_profile():
+def running_profile() -> Profile:
     """The running kernel's profile: /proc/kallsyms, the kprobe blacklist, its config."""
-    from kprobegen.kernels.symbols import profile_from_raw
-
     _mount_debugfs()
     raw = {"kallsyms": Path("/proc/kallsyms").read_bytes()}
     blacklist = DEBUGFS / "kprobes" / "blacklist"
@@ -271,39 +263,3 @@ def running_profile():
     if config.is_file():
         raw["config"] = config.read_bytes()
     return profile_from_raw(release(), raw)
-
-
-def build_dir() -> Path:
-    """/lib/modules/$(uname -r)/build, or a BuildError naming the headers package."""
-    from kprobegen.kbuild import missing_tree_error
-
-    tree = Path(f"/lib/modules/{release()}/build")
-    if not (tree / "Makefile").is_file():
-        raise missing_tree_error(tree, release())
-    return tree
-
-
-def load_spec(spec_path: str | Path, *, progress=None) -> LoadedModule:
-    """Check the spec's symbols against the running kernel, build it against the running
-    kernel's headers, and insmod it. The module stays loaded."""
-    from kprobegen.kbuild import build
-    from kprobegen.kernels import cache_dir
-    from kprobegen.spec import load_spec as read_spec
-
-    say = progress or (lambda message: None)
-    spec = read_spec(spec_path)
-    require_loading()
-    tree = build_dir()
-    if is_loaded(spec.module):
-        why = "by kprobegen" if is_ours(spec.module) else "and it is not a kprobegen module"
-        raise LoadError(f"module {spec.module} is already loaded {why}: unload it first "
-                        f"(kprobegen unload {spec.module})")
-    profile = running_profile()
-    if spec.has_globs:
-        spec = spec.expand(profile.expand)
-    for hook in spec.hooks:
-        profile.check(hook.symbol)
-    say(f"building {spec.module} against {tree}")
-    built = build(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
-    say(f"loading {built.ko}")
-    return load_ko(built.ko, spec=spec_path)

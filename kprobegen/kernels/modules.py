@@ -1,11 +1,15 @@
-"""Can this machine load kprobe modules at all? One answer, for host mode and for the hints
-of the build stage (kbuild names it when the running kernel's headers are missing)."""
+"""Kernel modules as files and as a capability: what a .ko says about itself (modinfo), and
+whether this machine can load kprobe modules at all (one answer, for host mode and for the
+hints of the build stage, which names it when the running kernel's headers are missing)."""
 
 from __future__ import annotations
 
 import os
 import re
+import struct
 from pathlib import Path
+
+from kprobegen.errors import LoadError
 
 
 def host_module_support() -> tuple[bool, str]:
@@ -34,3 +38,28 @@ def host_module_support() -> tuple[bool, str]:
     except OSError:
         pass
     return True, ""
+
+
+def modinfo(path: Path) -> dict[str, str]:
+    """The .modinfo section of a .ko (name=, vermagic=, ...), read from the ELF directly."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise LoadError(f"{path} is not a 64-bit ELF kernel module")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+
+    def sect(i):
+        name, _type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        return name, off, size
+
+    _, stroff, _ = sect(shstrndx)
+    info: dict[str, str] = {}
+    for i in range(shnum):
+        nameoff, off, size = sect(i)
+        end = data.index(b"\0", stroff + nameoff)
+        if data[stroff + nameoff:end] == b".modinfo":
+            for item in data[off:off + size].split(b"\0"):
+                if b"=" in item:
+                    k, v = item.split(b"=", 1)
+                    info.setdefault(k.decode(errors="replace"), v.decode(errors="replace"))
+    return info

@@ -1,8 +1,8 @@
 """Kernel profiles: the symbol table, kprobe blacklist and config of one kernel.
 
-A profile is captured once per kernel by booting it (kprobegen.vm.capture_profile returns
-the raw texts of /proc/kallsyms, /sys/kernel/debug/kprobes/blacklist and the config) and is
-cached gzip-compressed in cache_dir()/profiles/<release>/. Debian's /boot/System.map-* is a
+A profile is captured once per kernel by booting it (the caller passes the capture, e.g.
+kprobegen.vm.capture_profile, which returns the raw texts of /proc/kallsyms,
+/sys/kernel/debug/kprobes/blacklist and the config) and is cached gzip-compressed in cache_dir()/profiles/<release>/. Debian's /boot/System.map-* is a
 stub, so the guest's /proc/kallsyms is the symbol table.
 
 What counts as a probe-able function (see docs/kernels.md):
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from kprobegen.cache import atomic_write, cache_dir, lock
 from kprobegen.errors import KernelError, SymbolError
+from kprobegen.kernels.toolchain import parse_config
 from kprobegen.progress import Notice
 
 if TYPE_CHECKING:
@@ -202,8 +203,6 @@ def parse_blacklist(text: str) -> frozenset[str]:
 def profile_from_raw(release: str, raw: Mapping[str, bytes | str]) -> Profile:
     """Build a Profile from the raw texts {"kallsyms", "blacklist", "config"} (bytes, plain or
     gzip-compressed; "blacklist" and "config" may be missing or empty)."""
-    from kprobegen.kernels import parse_config
-
     syms = parse_kallsyms(_text(raw.get("kallsyms")))
     if not syms:
         raise KernelError(f"the kernel profile of {release} holds no kallsyms lines: capture it again")
@@ -273,19 +272,20 @@ def profile_cached(release: str) -> bool:
 PARSED_FORMAT = 2
 
 
-def load_profile(kernel: Kernel | str, capture: bool = True,
-                 progress: Callable[[str], None] | None = None, accel: str | None = None) -> Profile:
-    """The kernel's profile from the cache; if absent and `capture`, boot the kernel once
-    (kprobegen.vm.capture_profile, under ``accel``: auto / kvm / tcg, None for the default)
-    and cache what it returns. The config falls back to the packaged config-<release> when
-    the capture has none (the cloud kernels have no /proc/config.gz)."""
-    from kprobegen.kernels import find_kernel
+#: Boots a kernel once and returns the raw texts of its profile (``RAW_NAMES``); the load
+#: stage provides it (``kprobegen.vm.capture_profile``), so this module never imports a VM.
+Capture = Callable[["Kernel"], Mapping[str, "bytes | str"]]
 
-    if isinstance(kernel, str):
-        kernel = find_kernel(kernel)
+
+def load_profile(kernel: Kernel, capture: Capture | None = None,
+                 progress: Callable[[str], None] | None = None) -> Profile:
+    """The kernel's profile from the cache; if absent, ``capture`` it once (booting the
+    kernel) and cache what it returns; without ``capture``, a KernelError says none is
+    cached. The config falls back to the packaged config-<release> when the capture has none
+    (the cloud kernels have no /proc/config.gz)."""
     pdir = profile_dir(kernel.release)
     if not profile_cached(kernel.release):
-        if not capture:
+        if capture is None:
             raise KernelError(
                 f"no kernel profile cached for {kernel.release} in {pdir}: capture one "
                 "(it boots the kernel once, a few seconds)"
@@ -296,10 +296,8 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
                 if progress:
                     progress(Notice(f"capturing the kernel profile of {kernel.release} (symbols, kprobe blacklist): "
                                     "booting it once, typically 10-30 s under TCG; cached afterwards"))
-                from kprobegen.vm import capture_profile  # lazy: the VM pulls in qemu machinery
-
                 started = time.monotonic()
-                raw = capture_profile(kernel, progress=progress, accel=accel)
+                raw = capture(kernel)
                 save_raw_profile(kernel.release, raw)
                 if progress:
                     progress(Notice(f"kernel profile of {kernel.release} captured in "
@@ -308,8 +306,8 @@ def load_profile(kernel: Kernel | str, capture: bool = True,
     memo_key = (PARSED_FORMAT, str(pdir), stamp, str(kernel.config))
     if memo_key in _MEMO:
         return _MEMO[memo_key]
-    # Parsing 87,000 kallsyms lines takes a quarter of a second: keep the parsed profile
-    # beside the raw files, valid while their stamps (and the config path) are unchanged.
+    # Parsing kallsyms is the slow part of loading a profile (bench/README.md): keep the parsed
+    # profile beside the raw files, valid while their stamps (and the config path) are unchanged.
     parsed = pdir / "parsed.pickle"
     try:
         with open(parsed, "rb") as fh:
@@ -349,8 +347,8 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-# Parsed profiles of this process, keyed by cache folder + file mtimes (parsing 150,000
-# kallsyms lines takes a few tenths of a second; a CLI run may ask several times).
+# Parsed profiles of this process, keyed by cache folder + file stamps (a CLI run may ask
+# several times, and parsing kallsyms is not free).
 _MEMO: dict[tuple, Profile] = {}
 
 

@@ -1,7 +1,8 @@
 """The disposable VM: boot a kernel under qemu, load modules, run a workload, get results.
 
     from kprobegen import vm
-    r = vm.run(None, [Path("sync_counter.ko")], ["sh", "-c", "sync; sync"],
+    from kprobegen.kernels import find_kernel
+    r = vm.run(find_kernel("bookworm"), [Path("sync_counter.ko")], ["sh", "-c", "sync; sync"],
                oracles=[vm.Oracle("kprobe", "ksys_sync")])
     r.raise_for_status()
     r.kernel_log, r.oracle["kprobe:ksys_sync"], r.exit_code
@@ -14,11 +15,9 @@ from kprobegen.vm.runner import (
     Oracle,
     Run,
     capture_profile,
-    modinfo,
-    resolve_kernel,
     run,
 )
 
 __all__ = [
-    "ModuleLoad", "Oracle", "Run", "capture_profile", "modinfo", "resolve_kernel", "run",
+    "ModuleLoad", "Oracle", "Run", "capture_profile", "run",
 ]

@@ -41,10 +41,10 @@ from pathlib import Path
 from kprobegen import templates_dir
 from kprobegen.errors import VMError
 from kprobegen.cache import atomic_write, cache_dir, lock
-from kprobegen.kernels import debian_mirror, suite_pockets
+from kprobegen.kernels.debian import debian_mirror, suite_pockets
 from kprobegen.progress import Notice
 from kprobegen.vm import qemu as _qemu
-from kprobegen.vm.runner import _boot, _console_lines, _guest_path, _meaningful_line, _new_workdir
+from kprobegen.vm.runner import boot, console_lines, guest_path, meaningful_line, new_workdir
 
 #: Suites an image can be built from.
 IMAGE_SUITES = ("bookworm", "trixie")
@@ -104,7 +104,7 @@ class GuestRun:
     def raise_for_status(self) -> "GuestRun":
         if self.status != "ok":
             raise VMError(f"guest run {self.status} ({self.accel}): "
-                          f"{self.reason or _meaningful_line(self.console_tail) or 'no console output'}")
+                          f"{self.reason or meaningful_line(self.console_tail) or 'no console output'}")
         return self
 
 
@@ -326,7 +326,7 @@ def _payload(cmd: Sequence[str], add: Sequence[tuple[Path, str]]) -> bytes:
             host = Path(host)
             if not host.exists():
                 raise VMError(f"--add {host}: no such file or directory on the host")
-            tf.add(str(host), arcname=_guest_path(guest).lstrip("/"))
+            tf.add(str(host), arcname=guest_path(guest).lstrip("/"))
     data = buf.getvalue()
     return data + b"\0" * (-len(data) % 512)
 
@@ -340,7 +340,7 @@ def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]
     if not cmd:
         raise VMError("no command given for the guest")
     t0 = time.monotonic()
-    workdir = _new_workdir()
+    workdir = new_workdir()
     try:
         payload = workdir / "payload.tar"
         payload.write_bytes(_payload(cmd, add))
@@ -348,7 +348,7 @@ def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]
         append = _qemu.kernel_cmdline("root=/dev/vda", "rw", f"init={INIT}", f"kpg.nonce={nonce}",
                                       "8250.nr_uarts=4")
         sinks = (stdout or (lambda b: None), stderr or (lambda b: None))
-        s = _boot(image.vmlinuz, image.initrd, workdir, nonce, timeout=timeout, accel=accel, progress=progress,
+        s = boot(image.vmlinuz, image.initrd, workdir, nonce, timeout=timeout, accel=accel, progress=progress,
                   memory_mb=memory_mb, append=append, disks=((image.rootfs, True), (payload, False)),
                   streams=2, on_output=lambda i, chunk: sinks[i](chunk), report=False)
     finally:
@@ -360,7 +360,7 @@ def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]
     timings["total"] = round(time.monotonic() - t0, 3)
     if s.kvm_probe is not None:
         timings["kvm_probe"] = round(s.kvm_probe, 3)
-    tail = "\n".join(_console_lines(s.console)[-50:])
+    tail = "\n".join(console_lines(s.console)[-50:])
     return GuestRun(status=s.status, accel=s.accel, exit_code=exit_code,
-                    reason=s.reason or ("" if s.status == "ok" else _meaningful_line(tail)),
+                    reason=s.reason or ("" if s.status == "ok" else meaningful_line(tail)),
                     console_tail=tail, timings=timings)

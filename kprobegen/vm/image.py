@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from kprobegen.cache import cache_dir
+
 # Payload magics inside a bzImage, with how to decompress each (stdlib first, then a tool).
 _XZ = b"\xfd7zXZ\x00"
 _GZIP = b"\x1f\x8b\x08"
@@ -65,8 +67,6 @@ def boot_image(kernel, cache: Path | None = None) -> Path:
     if os.environ.get("KPROBEGEN_BOOT_BZIMAGE") or not _pvh_enabled(kernel):
         return image
     if cache is None:
-        from kprobegen.kernels import cache_dir
-
         cache = cache_dir() / "vmlinux"
     try:
         stat = image.stat()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import stat
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -145,8 +146,6 @@ class Initramfs:
 
 
 def busybox_applets(busybox: Path) -> list[str]:
-    import subprocess
-
     out = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=False)
     if out.returncode != 0 or not out.stdout.strip():
         raise VMError(f"{busybox} --list failed: is it Debian's busybox-static?")

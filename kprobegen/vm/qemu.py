@@ -10,6 +10,7 @@ Two serial ports, both written to files on the host:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -126,8 +127,6 @@ def _die_with_parent() -> None:
     """In the child before exec: SIGKILL qemu when the Python process that started it dies
     (qemu is in its own session, so a Ctrl-C on the terminal does not reach it)."""
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - best effort: the runner also kills qemu itself
         pass

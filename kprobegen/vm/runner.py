@@ -26,14 +26,12 @@ parser takes protocol lines from the kernel only (never what the workload wrote 
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
+import io
 import re
 import secrets
 import shlex
 import shutil
-import struct
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,13 +41,16 @@ from typing import Callable
 from kprobegen import templates_dir
 from kprobegen.errors import LoadError, VMError
 from kprobegen.progress import Notice
-from kprobegen.kernels import cache_dir, find_kernel
+from kprobegen.cache import cache_dir
+from kprobegen.kernels import Kernel
+from kprobegen.kernels.modules import modinfo
 from kprobegen.vm import qemu as _qemu
 from kprobegen.vm.image import boot_image
 from kprobegen.vm.initramfs import Initramfs
+from kprobegen.vm.protocol import DataChannel
 
 __all__ = [
-    "Oracle", "ModuleLoad", "Run", "run", "capture_profile", "resolve_kernel", "render_init",
+    "Oracle", "ModuleLoad", "Run", "run", "capture_profile", "render_init",
 ]
 
 # Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
@@ -139,44 +140,12 @@ class Run:
     def raise_for_status(self) -> "Run":
         """Raise VMError unless the VM run finished cleanly (status "ok")."""
         if self.status != "ok":
-            line = self.reason or _meaningful_line(self.console_tail) or "no console output"
+            line = self.reason or meaningful_line(self.console_tail) or "no console output"
             raise VMError(f"VM run {self.status} ({self.accel}): {line}")
         return self
 
 
-# -- kernels -----------------------------------------------------------------------------
-
-def resolve_kernel(kernel=None):
-    """A Kernel (kprobegen.kernels) from a Kernel, a release string or None (the default)."""
-    return kernel if kernel is not None and not isinstance(kernel, str) else find_kernel(kernel)
-
-
 # -- modules -----------------------------------------------------------------------------
-
-def modinfo(path: Path) -> dict[str, str]:
-    """The .modinfo section of a .ko (name=, vermagic=, ...), read from the ELF directly."""
-    data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 2:
-        raise LoadError(f"{path} is not a 64-bit ELF kernel module")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-
-    def sect(i):
-        name, _type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
-        return name, off, size
-
-    _, stroff, _ = sect(shstrndx)
-    info: dict[str, str] = {}
-    for i in range(shnum):
-        nameoff, off, size = sect(i)
-        end = data.index(b"\0", stroff + nameoff)
-        if data[stroff + nameoff:end] == b".modinfo":
-            for item in data[off:off + size].split(b"\0"):
-                if b"=" in item:
-                    k, v = item.split(b"=", 1)
-                    info.setdefault(k.decode(errors="replace"), v.decode(errors="replace"))
-    return info
-
 
 def _module_name(path: Path, info: dict[str, str]) -> str:
     name = info.get("name") or Path(path).name.removesuffix(".ko").replace("-", "_")
@@ -222,51 +191,6 @@ def _oracle_defs(oracles) -> list[_OracleDef]:
     return defs
 
 
-# -- the protocol ------------------------------------------------------------------------
-
-class _Protocol:
-    """Parses the data channel, line by line, keeping only this run's nonce."""
-
-    def __init__(self, nonce: str, on_tag: Callable[[str, list[str]], None]):
-        self.prefix = f"KPG {nonce} "
-        self.buf = b""
-        self.on_tag = on_tag
-        self.blobs: dict[str, bytes] = {}
-        self.blob_errors: list[str] = []
-        self._open: dict[str, tuple[int, str, list[str]]] = {}
-
-    def feed(self, chunk: bytes) -> None:
-        self.buf += chunk
-        *lines, self.buf = self.buf.split(b"\n")
-        for raw in lines:
-            line = raw.decode("ascii", errors="replace").rstrip("\r")
-            if line.startswith(self.prefix):
-                try:
-                    self._line(line[len(self.prefix):].split(" "))
-                except ValueError:
-                    self.blob_errors.append(f"malformed protocol line {line[:80]!r}")
-
-    def _line(self, f: list[str]) -> None:
-        tag, args = f[0], f[1:]
-        if tag == "D" and len(args) == 2 and args[0] in self._open:
-            self._open[args[0]][2].append(args[1])
-        elif tag == "BLOB" and len(args) == 3:
-            self._open[args[0]] = (int(args[1]), args[2], [])
-        elif tag == "END" and len(args) == 1 and args[0] in self._open:
-            size, md5, parts = self._open.pop(args[0])
-            try:
-                data = gzip.decompress(base64.b64decode("".join(parts)))
-            except Exception as e:  # noqa: BLE001 - any decoding failure means lost bytes
-                self.blob_errors.append(f"{args[0]}: undecodable ({e})")
-                return
-            if len(data) != size or hashlib.md5(data).hexdigest() != md5:
-                self.blob_errors.append(f"{args[0]}: {len(data)} bytes, expected {size} (md5 mismatch)")
-                return
-            self.blobs[args[0]] = data
-        else:
-            self.on_tag(tag, args)
-
-
 @dataclass
 class _Session:
     status: str = "lost"
@@ -284,7 +208,7 @@ class _Session:
 _PROGRESS = {"loading": "loading", "running": "running", "unloading": "collecting"}
 
 
-def _boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str | None,
+def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str | None,
           progress: Callable[[str], None] | None, memory_mb: int = 512, append: str | None = None,
           disks: tuple[tuple[Path, bool], ...] = (), streams: int = 0,
           on_output: Callable[[int, bytes], None] | None = None, report: bool = True) -> _Session:
@@ -329,7 +253,7 @@ def _boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeou
                 if progress and args[0] in _PROGRESS:
                     progress(_PROGRESS[args[0]])
 
-        proto = _Protocol(nonce, on_tag)
+        proto = DataChannel(nonce, on_tag)
         if progress:
             progress(f"booting ({acc})")
         q.start()
@@ -360,7 +284,7 @@ def _boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeou
     return s
 
 
-def _follow(q: _qemu.QemuProcess, proto: _Protocol, s: _Session, *, probe_until: float | None,
+def _follow(q: _qemu.QemuProcess, proto: DataChannel, s: _Session, *, probe_until: float | None,
             deadline: float, timeout: float, pump: Callable[[], None] = lambda: None) -> str:
     """Poll the serial logs until DONE, qemu's exit, the KVM probe's end or the deadline; set
     s.status / s.reason; ``pump()`` forwards the byte streams on every poll. While probing KVM
@@ -409,9 +333,6 @@ def _follow(q: _qemu.QemuProcess, proto: _Protocol, s: _Session, *, probe_until:
 
 def _untar(blobs: dict[str, bytes]) -> dict[str, bytes]:
     """The files of the guest's report tar (one blob named "report")."""
-    import io
-    import tarfile
-
     out = {}
     if "report" in blobs:
         with tarfile.open(fileobj=io.BytesIO(blobs["report"])) as tf:
@@ -428,12 +349,12 @@ def _last_stage(s: _Session) -> str:
     return "running /init" if "BOOT" in s.marks else "booting the kernel"
 
 
-def _console_lines(console: bytes) -> list[str]:
+def console_lines(console: bytes) -> list[str]:
     text = _ANSI_RE.sub(b"", console).decode(errors="replace").replace("\r", "")
     return [ln for ln in text.split("\n") if ln.strip()]
 
 
-def _meaningful_line(tail: str) -> str:
+def meaningful_line(tail: str) -> str:
     lines = [ln for ln in tail.splitlines() if ln.strip()]
     for pat in (r"Kernel panic - not syncing", r"\bBUG: ", r"\bOops\b", r"general protection", r"\bWARNING: "):
         hits = [ln for ln in lines if re.search(pat, ln)]
@@ -442,7 +363,7 @@ def _meaningful_line(tail: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _new_workdir() -> Path:
+def new_workdir() -> Path:
     base = cache_dir() / "vm" / "runs"
     try:
         base.mkdir(parents=True, exist_ok=True)
@@ -458,7 +379,7 @@ def _new_workdir() -> Path:
         return Path(tempfile.mkdtemp(prefix="kprobegen-vm-"))
 
 
-def _guest_path(path: str) -> str:
+def guest_path(path: str) -> str:
     p = PurePosixPath(path)
     if not p.is_absolute():
         p = PurePosixPath("/root") / p
@@ -490,37 +411,35 @@ def _base_initramfs() -> Initramfs:
     return ir
 
 
-def _boot_init(kernel, init: dict, *, mods=(), add=(), keep_workdir: bool = False,
-               **boot) -> tuple[_Session, float]:
+def _boot_init(kernel: Kernel, init: dict, *, mods=(), add=(), **options) -> tuple[_Session, float]:
     """Render /init from ``init`` (with a fresh nonce), write the initramfs (busybox, /init,
-    ``mods`` as (name, path), ``add`` as (host, guest)) to a new workdir and _boot it with
-    ``boot``; the workdir goes afterwards unless kept. The session, and when the initramfs
+    ``mods`` as (name, path), ``add`` as (host, guest)) to a new workdir and boot it with
+    ``options``; the workdir goes afterwards. The session, and when the initramfs
     was written (time.monotonic())."""
     nonce = secrets.token_hex(8)
     script = render_init(nonce=nonce, **init)
-    workdir = _new_workdir()
+    workdir = new_workdir()
     try:
         ir = _base_initramfs()
         ir.file("/init", script.encode(), 0o755)
         for name, p in mods:
             ir.copy(p, f"/kpg/mod/{name}.ko", 0o644)
         for host, guest in add:
-            _add_tree(ir, Path(host), _guest_path(guest))
+            _add_tree(ir, Path(host), guest_path(guest))
         initrd = ir.write(workdir / "initramfs.cpio.gz", compress=True)
         t_written = time.monotonic()
-        s = _boot(boot_image(kernel), initrd, workdir, nonce, **boot)
+        s = boot(boot_image(kernel), initrd, workdir, nonce, **options)
     finally:
-        if not keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     return s, t_written
 
 
 # -- the public entry points -------------------------------------------------------------
 
-def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, str]] = (),
+def run(kernel: Kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, str]] = (),
         timeout: float = 120.0, accel: str | None = None, oracles: list[Oracle] = (),
         progress: Callable[[str], None] | None = None, log_forms: bool = False,
-        keep_workdir: bool = False, memory_mb: int = 512) -> Run:
+        memory_mb: int = 512) -> Run:
     """Boot ``kernel``, insmod ``modules`` in order, run ``cmd``, unload, and report.
 
     A run that dies (panic, oops, timeout, lost output) returns a Run with that status and the
@@ -529,7 +448,6 @@ def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, st
     everything already loaded is unloaded.
     """
     t0 = time.monotonic()
-    kernel = resolve_kernel(kernel)
     mods = []
     for p in modules:
         p = Path(p)
@@ -550,7 +468,7 @@ def run(kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, st
     cmd = list(cmd)
     init = dict(profile=False, oracles=odefs, module_names=[m[0] for m in mods],
                 cmd=shlex.join(cmd) if cmd else "true", log_forms=log_forms)
-    s, t_written = _boot_init(kernel, init, mods=mods, add=add, keep_workdir=keep_workdir,
+    s, t_written = _boot_init(kernel, init, mods=mods, add=add,
                               timeout=timeout, accel=accel, progress=progress, memory_mb=memory_mb)
     return _assemble(s, mods, odefs, t0, t_written - t0)
 
@@ -587,10 +505,10 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
         if bad:
             status = "panic" if any(_PANIC_RE.search(ln) for ln in bad) else "oops"
             reason = bad[0].strip()
-    tail_lines = _console_lines(s.console)[-50:]
+    tail_lines = console_lines(s.console)[-50:]
     console_tail = "\n".join(tail_lines)
     if status != "ok" and not reason:
-        reason = _meaningful_line(console_tail)
+        reason = meaningful_line(console_tail)
     m = s.marks
     span = lambda a, b: round(m[b] - m[a], 3) if a in m and b in m else None  # noqa: E731
     timings = {
@@ -618,19 +536,18 @@ def _assemble(s: _Session, mods, odefs, t0: float, t_ir: float) -> Run:
     )
 
 
-def capture_profile(kernel=None, timeout: float = 180.0, *, accel: str | None = None,
+def capture_profile(kernel: Kernel, timeout: float = 180.0, *, accel: str | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """Boot ``kernel`` once and return its raw profile.
 
     {"kallsyms": /proc/kallsyms, "blacklist": /sys/kernel/debug/kprobes/blacklist,
      "config": /proc/config.gz decompressed, or b"" when the kernel has no IKCONFIG}
     """
-    kernel = resolve_kernel(kernel)
     init = dict(profile=True, oracles=[], module_names=[], cmd="true", log_forms=False)
     s, _ = _boot_init(kernel, init, timeout=timeout, accel=accel, progress=progress)
     missing = [k for k in ("kallsyms", "blacklist", "config") if k not in s.blobs]
     if s.status != "ok" or missing:
-        tail = _console_lines(s.console)[-5:]
+        tail = console_lines(s.console)[-5:]
         why = s.reason or (f"missing {', '.join(missing)}" if missing else s.status)
         raise VMError(
             f"capturing the profile of kernel {kernel.release} failed ({s.status}, {s.accel}): {why}"

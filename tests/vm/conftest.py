@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from kprobegen.kernels import toolchain
+
 HANDMADE = Path(__file__).resolve().parents[1] / "data" / "handmade"
 ENABLE = ("install them with: apt-get install qemu-system-x86 busybox-static "
           "linux-image-cloud-amd64 linux-headers-cloud-amd64 make gcc-12")
@@ -39,7 +41,7 @@ def _wanted_kernels() -> list[str | None]:
 @pytest.fixture(scope="session", params=_wanted_kernels(), ids=lambda n: n or "default")
 def kernel(request):
     from kprobegen.errors import KernelError, VMError
-    from kprobegen.vm import resolve_kernel
+    from kprobegen.kernels import find_kernel
     from kprobegen.vm.initramfs import find_busybox
 
     require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 not found")
@@ -50,7 +52,7 @@ def kernel(request):
     # "bookworm" is the installed cloud kernel (the default), as in tests/conftest.py's each_kernel
     name = None if request.param == "bookworm" else request.param
     try:
-        k = resolve_kernel(name)
+        k = find_kernel(name)
     except KernelError as e:
         require(False, f"no kernel to boot ({e})")
     require(Path(k.image).is_file(), f"kernel image {k.image} missing")
@@ -72,7 +74,7 @@ def handmade(kernel, kernel_tree, tmp_path_factory) -> dict[str, Path]:
     for f in HANDMADE.iterdir():
         if f.suffix == ".c" or f.name == "Kbuild":
             shutil.copy(f, out / f.name)
-    make_vars = kernel.make_vars() if hasattr(kernel, "make_vars") else {}  # CC=gcc-12 for 5.10
+    make_vars = toolchain.make_vars(kernel)  # CC=gcc-12 for 5.10
     proc = subprocess.run(["make", "-C", str(kernel_tree), f"M={out}",
                            *(f"{k}={v}" for k, v in sorted(make_vars.items())), "modules"],
                           capture_output=True, text=True, timeout=600)

@@ -21,8 +21,10 @@ import tempfile
 from pathlib import Path
 
 from kprobegen.kbuild import build
+from kprobegen.kernels import toolchain
 from kprobegen.spec import load_spec
-from kprobegen.vm import Oracle, resolve_kernel, run
+from kprobegen.kernels import find_kernel
+from kprobegen.vm import Oracle, run
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "logs"
@@ -32,7 +34,7 @@ HANDMADE = ROOT / "tests" / "data" / "handmade"
 def _handmade(kernel, tmp: Path) -> dict[str, Path]:
     d = tmp / "handmade"
     shutil.copytree(HANDMADE, d)
-    make_vars = kernel.make_vars() if hasattr(kernel, "make_vars") else {}  # CC=gcc-12 for 5.10
+    make_vars = toolchain.make_vars(kernel)  # CC=gcc-12 for 5.10
     subprocess.run(["make", "-C", str(kernel.build_dir), f"M={d}",
                     *(f"{k}={v}" for k, v in sorted(make_vars.items())), "modules"], check=True,
                    capture_output=True)
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
                     help="only the protocol-2 captures (vm-VER-v2-*): generated modules, and a workload "
                          "that forges a report through /dev/kmsg; the protocol-1 captures stay as they are")
     args = ap.parse_args(argv)
-    kernel = resolve_kernel(args.kernel)
+    kernel = find_kernel(args.kernel)
     ver = ".".join(kernel.release.split(".")[:2])
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)

@@ -13,7 +13,8 @@ import pytest
 
 from kprobegen.errors import VMError
 from kprobegen.vm.initramfs import Initramfs
-from kprobegen.vm.runner import _Protocol, _guest_path, render_init
+from kprobegen.vm.protocol import DataChannel
+from kprobegen.vm.runner import guest_path, render_init
 
 
 
@@ -99,11 +100,11 @@ def test_rejects_duplicates_and_escapes():
 
 
 def test_add_paths():
-    assert _guest_path("tool") == "/root/tool"
-    assert _guest_path("/opt/t") == "/opt/t"
+    assert guest_path("tool") == "/root/tool"
+    assert guest_path("/opt/t") == "/opt/t"
     for bad in ("/init", "/proc/x", "/kpg/mod/a.ko", "../x"):
         with pytest.raises(VMError):
-            _guest_path(bad)
+            guest_path(bad)
 
 
 # -- the output protocol ------------------------------------------------------------------
@@ -118,7 +119,7 @@ def _blob_lines(nonce, name, data):
 
 def test_protocol_keeps_only_this_nonce_and_round_trips_bytes():
     tags = []
-    p = _Protocol("abc123", lambda t, a: tags.append((t, a)))
+    p = DataChannel("abc123", lambda t, a: tags.append((t, a)))
     data = bytes(range(256)) * 40
     text = "\r\n".join(
         ["KPG other BOOT 1.0", "noise KPG abc123 BOOT 9", "KPG abc123 BOOT 1.25"]
@@ -133,7 +134,7 @@ def test_protocol_keeps_only_this_nonce_and_round_trips_bytes():
 
 
 def test_protocol_detects_a_lost_line():
-    p = _Protocol("n", lambda t, a: None)
+    p = DataChannel("n", lambda t, a: None)
     lines = _blob_lines("n", "report", bytes(range(256)) * 40)
     del lines[3]
     p.feed(("\n".join(lines) + "\n").encode())

@@ -67,7 +67,7 @@ def make_wrapper(tmp_path: Path, behaviour: str) -> tuple[dict, Path]:
 def private_cache(tmp_path: Path, *, with_profiles: bool) -> Path:
     """A cache of its own (so no KVM verdict is recorded yet) that shares the kernels, boot
     images and, with ``with_profiles``, the kernel profiles of the user's cache."""
-    from kprobegen.kernels import cache_dir
+    from kprobegen.cache import cache_dir
 
     shared = cache_dir()
     cache = tmp_path / "cache"
