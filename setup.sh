@@ -18,14 +18,15 @@ SUDO=""
 # modinfo; SystemTap and bpftrace to check the equivalent scripts; python3-venv for the
 # virtual environment; python3-dev (Python.h) for the report parser's C line scanner, which
 # pip builds with gcc when it installs kprobegen; debootstrap and e2fsprogs for the full
-# Debian guest image (kprobegen image build).
+# Debian guest image (kprobegen image build); graphviz to draw docs/import-graph.svg
+# (tools/import_graph.py --write).
 PACKAGES=(
   linux-image-cloud-amd64 linux-headers-cloud-amd64
   qemu-system-x86 busybox-static cpio kmod lz4
   make gcc bc flex bison libelf-dev dwarves zstd xz-utils
   systemtap bpftrace
   python3 python3-venv python3-pip python3-dev ca-certificates
-  debootstrap e2fsprogs
+  debootstrap e2fsprogs graphviz
 )
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"

@@ -337,3 +337,23 @@ def test_ambiguous_names_are_known():
     p = profile_from_raw("x", {"kallsyms": text})
     assert p.ambiguous == {"apei_exec_read_register"}
     assert p.expand("*apei_exec_read_register") == ["__apei_exec_read_register", "apei_exec_read_register"]
+
+
+def test_a_missing_profile_is_captured_by_the_function_passed_in(tmp_path, monkeypatch, p61):
+    """The kernels layer boots nothing itself: the capture comes from the caller, is called
+    once for a kernel whose profile is not cached, and its texts are cached and parsed."""
+    from kprobegen.kernels import Kernel
+
+    monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
+    k = Kernel(R61, Path(f"/boot/vmlinuz-{R61}"), None, "installed", FIX / f"{R61}.config")
+    calls, said = [], []
+
+    def capture(kernel):
+        calls.append(kernel)
+        return raw(R61)  # the texts a real boot of this kernel returned
+
+    first = load_profile(k, capture=capture, progress=said.append)
+    again = load_profile(k, capture=capture)
+    assert calls == [k]
+    assert first.functions == again.functions == p61.functions
+    assert any("capturing the kernel profile" in str(s) for s in said)
