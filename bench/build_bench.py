@@ -3,8 +3,8 @@
 
 Runs, in one process and alternating so both see the same machine load:
   hand-written  `make -C KDIR M=dir modules` on bench/handwritten (plain Kbuild)
-  kprobegen     kbuild.build(spec) with an empty cache (render + Kbuild)
-  cached        kbuild.build(spec) again, unchanged (cache hit), in-process
+  kprobegen     pipeline.build_module(spec) with an empty cache (render + Kbuild)
+  cached        pipeline.build_module(spec) again, unchanged (cache hit), in-process
   cached CLI    `kprobegen build` as a command, unchanged, run a second time (served by the spec
                 file's bytes: no YAML, no templates), whole process including Python's start
 
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kprobegen.kbuild import build  # noqa: E402
+from kprobegen.pipeline import build_module  # noqa: E402
 from kprobegen.kernels import find_kernel, toolchain  # noqa: E402
 from kprobegen.spec import parse_spec  # noqa: E402
 
@@ -59,8 +59,8 @@ def main() -> int:
                    *[f"{k}={v}" for k, v in toolchain.make_vars(kernel).items()]]
             samples["hand-written"].append(timed(lambda: subprocess.run(cmd, check=True, capture_output=True)))
             os.environ["KPROBEGEN_CACHE"] = str(work / f"cache{round_}")
-            samples["kprobegen"].append(timed(lambda: build(spec, work / f"gen{round_}", kernel=kernel)))
-            samples["cached"].append(timed(lambda: build(spec, work / f"gen{round_}b", kernel=kernel)))
+            samples["kprobegen"].append(timed(lambda: build_module(spec, work / f"gen{round_}", kernel=kernel)))
+            samples["cached"].append(timed(lambda: build_module(spec, work / f"gen{round_}b", kernel=kernel)))
             cli = [sys.executable, "-m", "kprobegen", "build", str(spec_file), "-o", str(work / f"cli{round_}"),
                    "--kernel", kernel.release, "--no-symbol-check"]
             subprocess.run(cli, check=True, capture_output=True)  # the first CLI build indexes the spec file

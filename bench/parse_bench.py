@@ -9,9 +9,9 @@ and times:
   + results()          the default result (latest complete report per module)
   + results(all=True)  every report as Results (the time series)
 
-Lines are found by the C scanner (kprobegen/_logscan.c) when it is built (``pip install -e
-.`` builds it in place; ``./setup.sh`` does that in .venv). ``--python-scanner`` times the
-same parser with the pure-Python scanner too, taking turns in the same run. With
+Lines are found by the C scanner (kprobegen/report/_logscan.c) when it is built (``pip
+install -e .`` builds it in place; ``./setup.sh`` does that in .venv). ``--python-scanner``
+times the same parser with the pure-Python scanner too, taking turns in the same run. With
 ``--baseline REV`` (a git revision, e.g. ``HEAD~3``) the parser of that revision is timed too
 (from a copy of its sources, so with the Python scanner), alternating with this one, so a
 change is measured side by side on the same (possibly shared, busy) machine.
@@ -35,6 +35,7 @@ import importlib
 import io
 import os
 import random
+import re
 import subprocess
 import sys
 import tarfile
@@ -44,8 +45,7 @@ import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kprobegen import report  # noqa: E402
-from kprobegen.report import parse_log  # noqa: E402
+from kprobegen.report import parse_log, scan  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -169,25 +169,46 @@ def _with(parse, then):
     return parse, then(parse)
 
 
+# an import of the package by its absolute name: "from kprobegen.x import", "import kprobegen"
+_ABSOLUTE_IMPORT_RE = re.compile(r"^(\s*(?:from|import)\s+)kprobegen(?=[.\s])", re.M)
+
+
 def baseline_parser(rev: str, tmp: str):
     """``parse_log`` of the kprobegen package at git revision ``rev``, imported under another
-    package name from a copy in ``tmp``."""
+    package name from a copy in ``tmp``.
+
+    The copy's absolute imports of the package are renamed with it, so that it imports its
+    own modules, not this tree's. ``kprobegen_baseline.report`` is the parser's module in
+    older revisions (kprobegen/report.py) and its package in newer ones (kprobegen/report/)."""
     archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev, "kprobegen"],
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp, filter="data")
-    os.rename(os.path.join(tmp, "kprobegen"), os.path.join(tmp, "kprobegen_baseline"))
+    root = os.path.join(tmp, "kprobegen_baseline")
+    os.rename(os.path.join(tmp, "kprobegen"), root)
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                renamed = _ABSOLUTE_IMPORT_RE.sub(r"\1kprobegen_baseline", text)
+                if renamed != text:
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(renamed)
     sys.path.insert(0, tmp)
-    return importlib.import_module("kprobegen_baseline.report").parse_log
+    parse = importlib.import_module("kprobegen_baseline.report").parse_log
+    assert parse.__module__.startswith("kprobegen_baseline."), parse.__module__
+    return parse
 
 
 def python_scanner_parse(text):
-    """parse_log with the C scanner switched off."""
-    scanner, report._logscan = report._logscan, None
+    """parse_log with the C scanner switched off (the Python reference scanner)."""
+    scanner, scan.logscan = scan.logscan, None
     try:
         return parse_log(text)
     finally:
-        report._logscan = scanner
+        scan.logscan = scanner
 
 
 def best(fns: list, repeat: int) -> list[tuple[float, float]]:
@@ -223,15 +244,15 @@ def main() -> None:
     PROTOCOL[0] = args.protocol
     print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, protocol "
           f"{args.protocol}, best of {args.repeat}")
-    if report._logscan is None:
+    if scan.logscan is None:
         print("line scanner: Python (the C scanner is not built: pip install -e . builds it)")
     else:
-        print(f"line scanner: C ({report._logscan.__file__})")
+        print(f"line scanner: C ({scan.logscan.__file__})")
     parsers = [("", parse_log)]
     if args.baseline or args.python_scanner:
         parsers = [("this tree: ", parse_log)]
     if args.python_scanner:
-        if report._logscan is None:
+        if scan.logscan is None:
             sys.exit("--python-scanner: the C scanner is not built, nothing to compare with")
         parsers.append(("python scanner: ", python_scanner_parse))
     if args.baseline:

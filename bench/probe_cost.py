@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from kprobegen import vm  # noqa: E402
 from kprobegen.kernels import find_kernel  # noqa: E402
-from kprobegen.kbuild import build  # noqa: E402
+from kprobegen.pipeline import build_module  # noqa: E402
 from kprobegen.spec import load_spec  # noqa: E402
 
 SYMBOL = "__x64_sys_getppid"
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         for name, body in SPECS.items():
             spec_file = work / f"{name}.yaml"
             spec_file.write_text(f"module: {name}\ndescription: probe cost benchmark\n{body}")
-            b = build(load_spec(spec_file), out_dir=work / name, kernel=kernel)
+            b = build_module(load_spec(spec_file), out_dir=work / name, kernel=kernel)
             add.append((b.ko, f"{name}.ko"))
         r = vm.run(kernel, [], ["sh", "-c", workload(args.calls, args.rounds)], add=add, accel=args.accel, timeout=900)
         r.raise_for_status()

@@ -59,7 +59,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kprobegen.kbuild import build  # noqa: E402
+from kprobegen.pipeline import build_module  # noqa: E402
 from kprobegen.cache import cache_dir  # noqa: E402
 from kprobegen.kernels import find_kernel, list_kernels  # noqa: E402
 from kprobegen.report import parse_log  # noqa: E402
@@ -201,7 +201,7 @@ def run_projection(kernel_elf, spec, workload: str, work: Path) -> tuple[float, 
     from kprobegen import vm
 
     t = time.monotonic()
-    b = build(spec, work / "ko-projection", kernel=kernel_elf)
+    b = build_module(spec, work / "ko-projection", kernel=kernel_elf)
     r = vm.run(kernel_elf, [b.ko], ["sh", "-c", workload], accel="tcg").raise_for_status()
     hits = hits_of(r.kernel_log, b.name)
     return time.monotonic() - t, hits
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         # Under /tmp: the guest of virtme-ng sees the host's /tmp (an overlay), so the .ko too.
         work = Path(t)
         env = dict(os.environ, KPROBEGEN_CACHE=str(private_cache(work)))
-        built = build(spec, work / "ko", kernel=kernel)  # the real cache: not timed
+        built = build_module(spec, work / "ko", kernel=kernel)  # the real cache: not timed
         ko = work / "ko" / built.ko.name
         script = (f"insmod {ko} || exit 90; sh -c {shlex.quote(workload)}; rc=$?; "
                   f"rmmod {built.name} || exit 91; dmesg; exit $rc")

@@ -9,7 +9,7 @@ Side by side, alternating so that both see the same machine load:
   kprobegen  kprobegen.vm.run() with the same .ko (cached build), the same workload, the
              oracle off: initramfs writing, boot, load, workload, unload, collecting the
              results, shutdown; plus the same with an oracle on ksys_sync.
-  spec→counts the whole path: kbuild.build() from the spec (cache hit), vm.run(),
+  spec→counts the whole path: pipeline.build_module() from the spec (cache hit), vm.run(),
              report.parse_log() -- what `kprobegen run` does.
 
 Prints medians, the ratio to the bare path (target ≤ 1.3×), and where kprobegen's time goes.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from kprobegen import vm  # noqa: E402
 from kprobegen.kernels import find_kernel  # noqa: E402
-from kprobegen.kbuild import build  # noqa: E402
+from kprobegen.pipeline import build_module  # noqa: E402
 from kprobegen.spec import load_spec  # noqa: E402
 from kprobegen.vm import qemu  # noqa: E402
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="kpg-vmbench-") as t:
         work = Path(t)
-        built = build(load_spec(spec_path), out_dir=work / "build", kernel=kernel)
+        built = build_module(load_spec(spec_path), out_dir=work / "build", kernel=kernel)
         initrd = bare_initramfs(work, built.ko, built.name)
         rows: dict[str, list[float]] = {"bare": [], "kprobegen": [], "kprobegen+oracle": [], "spec→counts": []}
         timings: list[dict[str, float]] = []
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             assert r.oracle["kprobe:ksys_sync"] == (SYNCS, 0)
 
             t0 = time.monotonic()
-            b = build(load_spec(spec_path), out_dir=work / "build2", kernel=kernel)
+            b = build_module(load_spec(spec_path), out_dir=work / "build2", kernel=kernel)
             r = vm.run(kernel, [b.ko], cmd, accel=args.accel).raise_for_status()
             if parse_log is not None:
                 parse_log(r.kernel_log)

@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,6 +92,24 @@ def atomic_copy(src: Path, dest: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_files(files: Mapping[str, str], out_dir: str | Path) -> list[Path]:
+    """Write a set of text files into ``out_dir``: all or none (written into a temporary
+    folder inside ``out_dir``, then each renamed into place). The paths written, in order."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".kprobegen-", dir=out))
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text)
+        written = []
+        for name in files:
+            os.replace(staging / name, out / name)
+            written.append(out / name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def staging_dir(dest: Path) -> Path:

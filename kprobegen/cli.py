@@ -4,9 +4,14 @@ User errors print one line to stderr and exit non-zero; --debug shows the traceb
 Progress goes to stderr, and only when stderr is a terminal (never into --json output).
 A kernel named on the command line becomes a Kernel in one place (pipeline.resolve_kernel).
 
-Commands import the heavier stages when they run (spec: pydantic; codegen: jinja2; host: sh;
-vm; report), so that a command pays only for what it uses: the cached `build` is timed in
-bench/build_bench.py.
+Commands import the heavier stages when they run, so that a command pays only for what it
+uses: the cached `build` is timed in bench/build_bench.py, and the host-mode commands (`load
+FILE.ko`, `list`, `snapshot`, `unload`: one short process each, timed against insmod in
+bench/host_bench.py) find at the module level only what they use. What each lazy import
+would add to them, measured with `python -X importtime` in the full guest under TCG
+(2026-12-02, medians of 9): pipeline 0.18 s (kbuild, kernels.symbols), the vm package 0.23 s,
+vm.guest 0.35 s and vm.qemu 0.27 s (each with the vm package), kernels.symbols 0.15 s,
+kernels.debian 0.09 s, progress 0.03 s (typing), subprocess 0.05 s, report 0.15 s.
 """
 
 from __future__ import annotations
@@ -17,25 +22,19 @@ import math
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
-from kprobegen import __version__, pipeline
+from kprobegen import __version__
 from kprobegen.cache import atomic_write, cache_dir
 from kprobegen.errors import BuildError, KernelError, KprobegenError, VMError
-from kprobegen.kbuild import make_command, resolve_tree
-from kprobegen.kernels import find_kernel, list_kernels, toolchain
-from kprobegen.kernels.debian import fetch_kernel
-from kprobegen.kernels.symbols import profile_cached
-from kprobegen.progress import Notice
-from kprobegen.vm import guest, qemu
-from kprobegen.vm.initramfs import find_busybox
+from kprobegen.kernels import find_kernel, list_kernels
 
 
 def _progress(args) -> callable:
     """Progress on stderr: every message on a terminal; elsewhere only Notices (the long,
     otherwise silent steps: a kernel profile capture, a fall back from KVM to TCG)."""
+    from kprobegen.progress import Notice  # 0.03 s under TCG (typing), not for host mode
     if getattr(args, "quiet", False):
         return lambda message: None
     terminal = sys.stderr.isatty()
@@ -126,6 +125,8 @@ def _kernel(args):
     """The Kernel of --kernel, None without it."""
     if getattr(args, "kernel", None) is None:
         return None
+    from kprobegen import pipeline  # 0.18 s under TCG: see the docstring
+
     return pipeline.resolve_kernel(args.kernel)
 
 
@@ -141,6 +142,8 @@ def cmd_schema(args) -> int:
 def _default_kernel_with_profile():
     """The default kernel when its profile is already cached (checking against it boots
     nothing), else None."""
+    from kprobegen.kernels.symbols import profile_cached  # 0.15 s under TCG
+
     try:
         kernel = find_kernel(None)
     except KernelError:
@@ -149,6 +152,8 @@ def _default_kernel_with_profile():
 
 
 def cmd_check(args) -> int:
+    from kprobegen import pipeline  # 0.18 s under TCG: see the docstring
+
     kernel = _kernel(args) or _default_kernel_with_profile()
     spec = pipeline.prepare(args.spec, kernel, check_symbols=kernel is not None, progress=_progress(args),
                    accel=args.accel)
@@ -164,6 +169,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from kprobegen import pipeline  # 0.18 s under TCG: see the docstring
     from kprobegen.codegen import render, render_c
 
     kernel = _kernel(args)
@@ -180,13 +186,13 @@ def cmd_render(args) -> int:
 
 
 def _equivalent_warnings(spec) -> list[str]:
-    from kprobegen.codegen.equivalents import render_bpftrace, render_stap
+    from kprobegen.codegen import render_bpftrace, render_stap
 
     return [f"SystemTap: {w}" for w in render_stap(spec).warnings] + [f"bpftrace: {w}" for w in render_bpftrace(spec).warnings]
 
 
 def cmd_stap(args) -> int:
-    from kprobegen.codegen.equivalents import render_stap
+    from kprobegen.codegen import render_stap
     from kprobegen.spec import load_spec
 
     script = render_stap(load_spec(args.spec))
@@ -196,7 +202,7 @@ def cmd_stap(args) -> int:
 
 
 def cmd_bpftrace(args) -> int:
-    from kprobegen.codegen.equivalents import render_bpftrace
+    from kprobegen.codegen import render_bpftrace
     from kprobegen.spec import load_spec
 
     script = render_bpftrace(load_spec(args.spec))
@@ -206,6 +212,9 @@ def cmd_bpftrace(args) -> int:
 
 
 def cmd_build(args) -> int:
+    from kprobegen import pipeline  # 0.18 s under TCG: see the docstring
+    from kprobegen.kbuild import make_command, resolve_tree
+
     # Without --kernel the default kernel's tree builds the module, but its profile is not
     # used: no symbol check, no glob expansion, and so never a boot to capture a profile.
     by_profile = args.kernel is not None
@@ -278,6 +287,7 @@ def cmd_parse(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from kprobegen import pipeline  # 0.18 s under TCG: see the docstring
     from kprobegen.report import format_results
 
     cmd = list(args.cmd)
@@ -318,7 +328,7 @@ def _write_file(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------------------- host mode
 
 def cmd_load(args) -> int:
-    from kprobegen import host
+    from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
     host.require_loading()  # before looking at the target: a user who cannot load learns that first
     target = Path(args.target)
@@ -328,8 +338,10 @@ def cmd_load(args) -> int:
             raise KprobegenError(f"{target}: expected one .ko in the folder, found {len(kos)}")
         target = kos[0]
     if target.suffix == ".ko":
-        loaded = host.load_ko(target)
+        loaded = host.load_ko(target, loading_checked=True)
     else:
+        from kprobegen import pipeline  # 0.18 s under TCG: a prebuilt .ko does without it
+
         loaded = pipeline.load_on_host(target, progress=_progress(args))
     if args.json:
         _print_json(loaded.to_json())
@@ -340,7 +352,7 @@ def cmd_load(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from kprobegen import host
+    from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
     modules = host.loaded()
     if args.json:
@@ -357,7 +369,7 @@ def cmd_list(args) -> int:
 
 def _print_report(results, args) -> int:
     """One module's Results, as --json or as the table."""
-    from kprobegen.report import format_results
+    from kprobegen.report import format_results  # 0.15 s under TCG (host.snapshot/unload import it first)
 
     if args.json:
         _print_json(results.to_json())
@@ -367,13 +379,13 @@ def _print_report(results, args) -> int:
 
 
 def cmd_snapshot(args) -> int:
-    from kprobegen import host
+    from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
     return _print_report(host.snapshot(args.module), args)
 
 
 def cmd_unload(args) -> int:
-    from kprobegen import host
+    from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
     return _print_report(host.unload(args.module), args)
 
@@ -381,6 +393,8 @@ def cmd_unload(args) -> int:
 # ------------------------------------------------------------------------------- full guest
 
 def cmd_image_build(args) -> int:
+    from kprobegen.vm import guest  # 0.35 s under TCG (with the vm package)
+
     image = guest.build_image(args.suite, rebuild=args.rebuild, progress=_progress(args))
     if args.json:
         _print_json({"suite": image.suite, "release": image.release, "rootfs": str(image.rootfs),
@@ -395,6 +409,8 @@ def cmd_vm(args) -> int:
     cmd = list(args.cmd)
     if not cmd:
         raise KprobegenError("no command given: put it after --, e.g. kprobegen vm --image bookworm -- uname -r")
+    from kprobegen.vm import guest  # 0.35 s under TCG (with the vm package)
+
     say = _progress(args)
     image = guest.build_image(args.image, progress=say)
     out, err = sys.stdout.buffer, sys.stderr.buffer
@@ -428,6 +444,8 @@ def _add_pairs(items: list[str]) -> list[tuple[Path, str]]:
 # ------------------------------------------------------------------------------- doctor
 
 def cmd_doctor(args) -> int:
+    from kprobegen.vm import qemu  # 0.27 s under TCG (with the vm package)
+
     if args.reset_kvm:
         had = qemu.clear_kvm_verdict()
         print("KVM verdict forgotten: the next auto boot tries KVM again" if had else "no KVM verdict was recorded")
@@ -445,6 +463,13 @@ def cmd_doctor(args) -> int:
 def _doctor_report() -> dict:
     """What `run` needs on this machine, each as {name, ok, detail}: qemu, busybox, the
     accelerator (with the recorded KVM verdict), the default kernel, its headers and profile."""
+    import subprocess  # 0.05 s under TCG, and host mode does without it
+
+    from kprobegen.kernels import toolchain  # imports subprocess
+    from kprobegen.kernels.symbols import profile_cached  # 0.15 s under TCG
+    from kprobegen.vm import qemu  # 0.27 s under TCG (with the vm package)
+    from kprobegen.vm.initramfs import find_busybox  # 0.23 s under TCG (the vm package)
+
     checks = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -501,6 +526,8 @@ def _doctor_report() -> dict:
 # ------------------------------------------------------------------------------- kernels
 
 def cmd_kernels_list(args) -> int:
+    from kprobegen.kernels import toolchain  # imports subprocess: 0.05 s under TCG
+
     kernels = list_kernels()
     if args.json:
         _print_json([{"release": k.release, "image": str(k.image), "build_dir": str(k.build_dir) if k.build_dir else None,
@@ -525,6 +552,9 @@ def cmd_kernels_list(args) -> int:
 
 
 def cmd_kernels_fetch(args) -> int:
+    from kprobegen.kernels import toolchain  # imports subprocess: 0.05 s under TCG
+    from kprobegen.kernels.debian import fetch_kernel  # 0.09 s under TCG
+
     kernel = fetch_kernel(args.suite, progress=_progress(args), refresh=args.refresh)
     problem = toolchain.build_problem(kernel)
     if args.json:
@@ -558,11 +588,41 @@ class _Parser(argparse.ArgumentParser):
                      f"{_one_line(message)} (see {self.prog} --help)\n")
 
 
-def parser() -> argparse.ArgumentParser:
+class _OneCommand:
+    """The subcommands of ``parser(command)``: that one built, the others skipped. Building
+    every subcommand costs 80 ms under TCG in the full guest, one 6 ms; nothing else
+    differs, since the command line has already chosen the subcommand (main() passes only a
+    command that comes first) and the top level is built the same."""
+
+    def __init__(self, subparsers, command: str):
+        self._subparsers, self._command, self.found = subparsers, command, False
+
+    def add_parser(self, name: str, **kwargs):
+        if name != self._command:
+            return _SKIPPED
+        self.found = True
+        return self._subparsers.add_parser(name, **kwargs)
+
+
+class _Skipped:
+    """A skipped subcommand: takes its arguments (and subcommands) and drops them."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self
+
+
+_SKIPPED = _Skipped()
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``command``, only that subcommand is built (see _OneCommand), or
+    all of them when it names none."""
     top = _Parser(prog="kprobegen", description="YAML hook specs → kprobe kernel modules → exact counts.")
     top.add_argument("--version", action="version", version=f"kprobegen {__version__}")
     top.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if command is not None:
+        sub = _OneCommand(sub, command)
 
     def spec_arg(p):
         p.add_argument("spec", type=Path, help="the hook spec (YAML)")
@@ -709,6 +769,8 @@ def parser() -> argparse.ArgumentParser:
                    help="forget that KVM was found broken on this host boot (the next auto boot tries it again)")
     json_arg(p, "the checks")
     p.set_defaults(func=cmd_doctor)
+    if command is not None and not sub.found:
+        return parser()
     return top
 
 
@@ -720,7 +782,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         at = argv.index("--")
         argv, workload = argv[:at], argv[at + 1:]
-    args = parser().parse_args(argv)
+    # The subcommand, when it comes first (after --debug at most): only its parser is built.
+    first = argv[1:2] if argv[:1] == ["--debug"] else argv[:1]
+    args = parser(first[0] if first and not first[0].startswith("-") else None).parse_args(argv)
     if hasattr(args, "cmd"):
         args.cmd = list(args.cmd) + workload
     _created_dirs.clear()
@@ -728,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stdout is None:  # started with stdout closed (`>&-`): every command answers there
             raise KprobegenError("standard output is closed; redirect it to a file or /dev/null")
         if getattr(args, "accel", "") is None:
+            from kprobegen.vm import qemu  # 0.27 s under TCG (with the vm package); host mode has no --accel
+
             args.accel = qemu.default_accel()  # $KPROBEGEN_ACCEL checked before any work is done
         code = args.func(args)
         sys.stdout.flush()

@@ -1,8 +1,11 @@
-"""Build a rendered spec into a .ko with Kbuild, against a named kernel tree.
+"""Build the files it is handed (a module's C and Makefile, rendered by kprobegen.codegen)
+into a .ko with Kbuild, against a kernel's tree.
 
-A build is keyed by everything that decides its output: the rendered files (so the spec and
-the generator version), the kernel tree and its release, and the make variables. A key that was
-built before is copied from the cache, which makes an unchanged rebuild near-instant.
+A build is keyed by everything that decides its output: the files Kbuild reads (so the spec
+and the generator version), the kernel tree and its release, and the make variables. A key
+that was built before is copied from the cache, which makes an unchanged rebuild near-instant.
+A second index maps a spec file's bytes to its build (``cached_by_spec``), so that a build of
+an unchanged spec file needs neither the spec model nor the templates.
 """
 
 from __future__ import annotations
@@ -15,21 +18,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import json
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Mapping, Sequence
 
 from kprobegen import __version__, templates_dir
-from kprobegen.cache import atomic_copy, cache_dir, copy_to_temp, drop_dir, publish_dir, staging_dir
+from kprobegen.cache import atomic_copy, cache_dir, copy_to_temp, drop_dir, publish_dir, staging_dir, write_files
 from kprobegen.errors import BuildError, SpecError
 from kprobegen.kernels import Kernel, toolchain
 from kprobegen.kernels.modules import host_module_support
 from kprobegen.kernels.toolchain import installed_headers_hint
 from kprobegen.specfile import is_stdin, read_spec_bytes
-
-if TYPE_CHECKING:
-    from kprobegen.spec import Spec
-
-# render (jinja2) and spec (pydantic) are imported inside build(): a rebuild served by
-# cached_by_spec() needs neither, and their imports are most of a cached CLI build's time.
 
 Progress = Callable[[str], None]
 
@@ -229,27 +226,31 @@ def _hooks_by_line(c_source: str) -> list[str | None]:
     return hooks
 
 
-def explain_compiler_output(output: str, c_source: str, spec: "Spec") -> list[str]:
-    """Compiler diagnostics, each tagged with the hook whose code it is in."""
-    index = {h.hook_name: i for i, h in enumerate(spec.hooks)}
-    hooks: list[str | None] | None = None  # scanned at the first diagnostic
+def explain_compiler_output(output: str, c_source: str, hooks: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """Compiler diagnostics, each tagged with the hook whose code it is in: ``hooks`` are the
+    spec's (hook name, symbol) pairs, in the spec's order."""
+    index = {name: i for i, (name, _) in enumerate(hooks)}
+    by_line: list[str | None] | None = None  # scanned at the first diagnostic
     lines = []
     for text in output.splitlines():
         match = _DIAGNOSTIC.match(text.strip())
         if not match:
             continue
-        if hooks is None:
-            hooks = _hooks_by_line(c_source)
-        hook = hooks[min(int(match["line"]), len(hooks) - 1)]
-        where = f" [hook {hook}, spec hooks[{index[hook]}] symbol {spec.hooks[index[hook]].symbol}]" if hook in index else ""
+        if by_line is None:
+            by_line = _hooks_by_line(c_source)
+        hook = by_line[min(int(match["line"]), len(by_line) - 1)]
+        where = f" [hook {hook}, spec hooks[{index[hook]}] symbol {hooks[index[hook]][1]}]" if hook in index else ""
         lines.append(f"{Path(match['file']).name}:{match['line']}: {match['kind']}: {match['msg']}{where}")
     return lines
 
 
 def build(
-    spec: "Spec",
+    files: Mapping[str, str],
     out_dir: str | Path,
     *,
+    module: str,
+    source: str = "",
+    hooks: Sequence[tuple[str, str]] = (),
     kernel: Kernel | None = None,
     kernel_dir: str | Path | None = None,
     use_cache: bool = True,
@@ -257,21 +258,22 @@ def build(
     progress: Progress | None = None,
     note: Progress | None = None,
 ) -> BuiltModule:
-    """Render ``spec`` and build ``<module>.ko`` into ``out_dir`` (with the rendered sources).
+    """Build ``<module>.ko`` from ``files`` (name → text: ``<module>.c``, its ``Makefile``, and
+    whatever else should land beside the .ko) into ``out_dir``, with the files.
 
-    The tree is the ``kernel``'s, or the explicit Kbuild tree ``kernel_dir``. ``strict`` turns compiler warnings into a BuildError. ``note`` hears about a
+    The tree is the ``kernel``'s, or the explicit Kbuild tree ``kernel_dir``. ``source`` (the
+    spec's name) and ``hooks`` (its (hook name, symbol) pairs) make compiler errors point at
+    the spec. ``strict`` turns compiler warnings into a BuildError. ``note`` hears about a
     damaged cache entry that was dropped.
     """
-    from kprobegen.codegen import render_files, write_files
-
     say = progress or (lambda message: None)
     tree, release, make_vars = resolve_tree(kernel, kernel_dir)
-    files = render_files(spec)
-    c_name = f"{spec.module}.c"
+    files = dict(files)
+    c_name = f"{module}.c"
     key = cache_key(files, tree, release, make_vars)
     cached = _cache_root() / key
     out = Path(out_dir)
-    ko_name = f"{spec.module}.ko"
+    ko_name = f"{module}.ko"
 
     if use_cache and (cached.exists() or cached.is_symlink()):
         try:
@@ -280,13 +282,13 @@ def build(
                 raise _Damaged(f"manifest.json does not list {ko_name}")
             write_files(files, out)
             _serve_entry(cached, manifest, out)
-            say(f"cached build of {spec.module} for {release}")
-            return BuiltModule(spec.module, out / ko_name, out, release, tree, True, tuple(manifest["warnings"]),
+            say(f"cached build of {module} for {release}")
+            return BuiltModule(module, out / ko_name, out, release, tree, True, tuple(manifest["warnings"]),
                                sources=tuple(files))
         except _Damaged as exc:
             _drop(cached, str(exc), note)
 
-    work = Path(tempfile.mkdtemp(prefix=f"kpg-{spec.module}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"kpg-{module}-"))
     try:
         write_files(files, work)
         command = make_command(tree, work, make_vars)
@@ -299,15 +301,15 @@ def build(
             output = str(result)
         except sh.ErrorReturnCode as exc:
             output = exc.stdout.decode(errors="replace")
-            diagnostics = explain_compiler_output(output, files[c_name], spec) or output.strip().splitlines()[-8:]
+            diagnostics = explain_compiler_output(output, files[c_name], hooks) or output.strip().splitlines()[-8:]
             raise BuildError(
-                f"Kbuild failed for {spec.source} against {tree} ({release}):\n  " + "\n  ".join(diagnostics[:12])
+                f"Kbuild failed for {source or module} against {tree} ({release}):\n  " + "\n  ".join(diagnostics[:12])
             ) from None
         except sh.CommandNotFound:
             raise BuildError("`make` is not installed: apt-get install make gcc") from None
-        warnings = tuple(explain_compiler_output(output, files[c_name], spec))
+        warnings = tuple(explain_compiler_output(output, files[c_name], hooks))
         if strict and warnings:
-            raise BuildError(f"{spec.source}: the generated C built with warnings:\n  " + "\n  ".join(warnings))
+            raise BuildError(f"{source or module}: the generated C built with warnings:\n  " + "\n  ".join(warnings))
         if not (work / ko_name).is_file():
             raise BuildError(f"Kbuild reported success but wrote no {ko_name} in {work}")
         write_files(files, out)
@@ -317,7 +319,7 @@ def build(
                 _write_entry(cached, {ko_name: work / ko_name}, {"warnings": list(warnings)})
             except OSError:
                 pass  # a cache that cannot be written costs the next build its speed, nothing else
-        return BuiltModule(spec.module, out / ko_name, out, release, tree, False, warnings, tuple(command),
+        return BuiltModule(module, out / ko_name, out, release, tree, False, warnings, tuple(command),
                            sources=tuple(files))
     finally:
         shutil.rmtree(work, ignore_errors=True)

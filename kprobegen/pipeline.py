@@ -7,7 +7,7 @@ kernel named by the user into a Kernel once (``resolve_kernel``).
 
 Lazy imports, each for a measured start-up cost: a build served from the cache by the spec
 file's bytes (bench/build_bench.py's "cached" figure) must not pay for what it does not use:
-spec (pydantic) and kbuild's rendering (jinja2) when no spec is read, vm and report when
+spec (pydantic) and codegen (jinja2) when no spec is read, vm and report when
 nothing boots, host (the sh library, which imports asyncio) outside host mode.
 """
 
@@ -101,6 +101,18 @@ def prepare(spec: Spec | str | Path, kernel: Kernel | None = None, *, check_symb
     return spec
 
 
+def build_module(spec: Spec, out_dir: str | Path, *, kernel: Kernel | None = None,
+                 kernel_dir: str | Path | None = None, use_cache: bool = True, strict: bool = False,
+                 progress: Progress | None = None, note: Progress | None = None) -> BuiltModule:
+    """Render a validated spec (codegen) and build its module (kbuild) for ``kernel`` or the
+    tree ``kernel_dir`` (one of the two) into ``out_dir``, the rendered files beside the .ko."""
+    from kprobegen.codegen import render_files
+
+    return build(render_files(spec), out_dir, module=spec.module, source=spec.source,
+                 hooks=[(h.hook_name, h.symbol) for h in spec.hooks], kernel=kernel, kernel_dir=kernel_dir,
+                 use_cache=use_cache, strict=strict, progress=progress, note=note)
+
+
 def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel: Kernel | None = None,
                kernel_dir: str | Path | None = None,
                check_symbols: bool = True, use_cache: bool = True, strict: bool = False,
@@ -127,8 +139,8 @@ def build_spec(spec: Spec | str | Path, out_dir: str | Path, *, kernel: Kernel |
                 say(f"cached build of {built.name} for {release}")
                 return built, None
     spec = prepare(spec, kernel if use_profile else None, check_symbols=check_symbols, progress=say, accel=accel)
-    built = build(spec, out_dir, kernel=kernel, kernel_dir=kernel_dir, use_cache=use_cache, strict=strict,
-                  progress=say, note=note)
+    built = build_module(spec, out_dir, kernel=kernel, kernel_dir=kernel_dir, use_cache=use_cache, strict=strict,
+                         progress=say, note=note)
     if use_cache and spec_file is not None:
         remember_spec(spec_file, built, check_symbols)
     return built, spec
@@ -236,9 +248,9 @@ def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> 
     for hook in spec.hooks:
         profile.check(hook.symbol)
     say(f"building {spec.module} against {tree}")
-    built = build(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
+    built = build_module(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
     say(f"loading {built.ko}")
     return host.load_ko(built.ko, spec=spec_path)
 
 
-__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_spec", "run_spec", "SpecRun", "load_on_host", "VMError"]
+__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "load_on_host", "VMError"]

@@ -9,7 +9,7 @@ Loading happens in three steps, each with errors that name file:line:column and 
    "did you mean"), then :func:`_check_semantics` refuses impossible combinations.
 
 The same models generate the JSON Schema printed by ``kprobegen schema``. Every string that
-later reaches C is constrained here; render.py escapes it again on the way out.
+later reaches C is constrained here; kprobegen.codegen escapes it again on the way out.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from kprobegen.errors import SpecError
+from kprobegen.ints import S64_MAX, S64_MIN
 from kprobegen.specfile import MAX_SPEC_BYTES, is_stdin, read_spec_bytes
 
 # Limits that keep generated C and the kernel safe from hostile specs.
@@ -39,8 +40,6 @@ SYMBOL_MAX = 127
 # TASK_COMM_LEN is 16 including the NUL.
 COMM_MAX = 15
 LINEAR_BUCKETS_MAX = 1000
-S64_MAX = (1 << 63) - 1
-S64_MIN = -(1 << 63)
 
 ARGS = tuple(f"arg{i}" for i in range(6))
 COUNT_BY = ("comm", "pid", "tgid", "cpu") + ARGS + ("retval",)
@@ -197,8 +196,6 @@ class Print(_Model):
 
 ValueName = Literal["arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "retval"]
 ValueType = Literal["long", "int", "unsigned int"]
-# How each type narrows a 64-bit register in C (then widened back to long).
-C_CASTS = {"long": "", "int": "(int)", "unsigned int": "(unsigned int)"}
 
 
 class Hook(_Model):
@@ -217,11 +214,8 @@ class Hook(_Model):
     )
 
     def value_type(self, name: str) -> str:
-        """The spec's C type for argN / retval ("long" unless hooks[].types says otherwise)."""
+        """The spec's type for argN / retval ("long" unless hooks[].types says otherwise)."""
         return (self.types or {}).get(name, "long")
-
-    def c_cast(self, name: str) -> str:
-        return C_CASTS[self.value_type(name)]
 
     @property
     def is_glob(self) -> bool:

@@ -6,7 +6,7 @@ binary and its shared libraries go into the initramfs, each script runs with
 and its report is checked for exact counts: the same counts the C module's VM tests assert.
 
 The SystemTap script runs too: SystemTap 4.8's pass 4 fails on Debian's 6.1.192 kernel
-(task_work_cancel changed), and kprobegen.codegen.equivalents.stap_runtime() builds against a runtime
+(task_work_cancel changed), and tests/tools/equivalents.py's stap_runtime() builds against a runtime
 copy with that one call renamed; staprun and stapio go into the guest like bpftrace.
 
 Time: about 90 s: two VM boots (~25 s each under TCG, most of it unpacking bpftrace's ~200 MB
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from kprobegen.codegen.equivalents import render_bpftrace
+from kprobegen.codegen import render_bpftrace, render_stap
 from kprobegen.spec import parse_spec
 
 pytestmark = [pytest.mark.vm, pytest.mark.build, pytest.mark.slow]
@@ -103,7 +103,7 @@ def tool_files(binaries) -> list[tuple[Path, str]]:
 def guest_run(kernel_61, tmp_path_factory):
     """Both specs' bpftrace scripts and SystemTap modules, each run over the workload in one
     guest: {"main": bpftrace output, "limited": …, "stap_main": stap output, "stap_limited": …}."""
-    from kprobegen.codegen.equivalents import build_stap, render_stap, stap_tree
+    from tools.equivalents import build_stap, stap_tree
     from kprobegen.vm import run
 
     require(shutil.which("bpftrace") is not None, "apt-get install bpftrace")
@@ -264,17 +264,17 @@ def stap_report(output: str) -> dict[str, tuple[int, dict[str, int]]]:
 def test_module_stap_and_bpftrace_count_the_same(kernel_61, tmp_path):
     """The C module, the SystemTap script and the bpftrace script, all three attached to one
     workload in one guest, report the same hits and the same keys."""
-    from kprobegen.codegen.equivalents import build_stap, render_stap, stap_tree
-    from kprobegen.kbuild import build
+    from tools.equivalents import build_stap, stap_tree
+    from kprobegen.pipeline import build_module
     from kprobegen.vm import run
 
     require(shutil.which("bpftrace") is not None, "apt-get install bpftrace")
     require(shutil.which("stap") is not None, "apt-get install systemtap")
     spec = parse_spec(COMPARED, "equiv_compare.yaml")
-    built = build(spec, tmp_path / "build", kernel=kernel_61)
+    built = build_module(spec, tmp_path / "build", kernel=kernel_61)
     work = tmp_path / "guest"
     work.mkdir()
-    # stap 4.8's pass 4 needs the runtime fix of equivalents.stap_runtime() for this kernel.
+    # stap 4.8's pass 4 needs the runtime fix of tools.equivalents.stap_runtime() for this kernel.
     build_stap(render_stap(spec).text, stap_tree(kernel_61), work, "stap_equiv_compare")
     (work / "workload.sh").write_text(WORKLOAD)
     (work / "equiv_compare.bt").write_text(render_bpftrace(spec).text)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kprobegen.kbuild import build
+from kprobegen.pipeline import build_module
 from kprobegen.pipeline import prepare
 from kprobegen.report import parse_log
 from kprobegen.vm import Oracle, run
@@ -37,7 +37,7 @@ def examples_run(each_kernel, tmp_path_factory):
     # (armed just before the workload) must see the same window as the module.
     paths = sorted(MODULES.glob("*.yaml"), key=lambda p: (p.stem == "fork_counter", p.stem))
     specs = {p.stem: prepare(p, each_kernel) for p in paths}
-    kos = [build(spec, out / name, kernel=each_kernel, strict=True).ko for name, spec in specs.items()]
+    kos = [build_module(spec, out / name, kernel=each_kernel, strict=True).ko for name, spec in specs.items()]
     result = run(each_kernel, kos, ["sh", "-c", WORKLOAD], timeout=240,
                  oracles=[Oracle("kprobe", "ksys_sync"), Oracle("kretprobe", "ksys_sync"),
                           Oracle("kprobe", "kernel_clone")])

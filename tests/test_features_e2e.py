@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from kprobegen.kbuild import build
+from kprobegen.pipeline import build_module
 from kprobegen.pipeline import prepare
 from kprobegen.report import parse_log
 from kprobegen.spec import parse_spec
@@ -81,7 +81,7 @@ def features_run(kernel_61, tmp_path_factory):
     kos = []
     for text in (CAPPED, FEATURES):
         spec = prepare(parse_spec(text, "features.yaml"), kernel_61)
-        kos.append(build(spec, out / spec.module, kernel=kernel_61, strict=True).ko)
+        kos.append(build_module(spec, out / spec.module, kernel=kernel_61, strict=True).ko)
     result = run(kernel_61, kos, ["sh", "-c", WORKLOAD], timeout=240,
                  oracles=[Oracle("kprobe", "ksys_sync")])
     result.raise_for_status()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kprobegen.errors import BuildError
-from kprobegen.kbuild import build, explain_compiler_output, make_command
+from kprobegen.kbuild import explain_compiler_output, make_command
+from kprobegen.pipeline import build_module
 from kprobegen.codegen import render_files, write_files
 from kprobegen.spec import load_spec, parse_spec
 
@@ -35,7 +36,7 @@ def assert_good_module(built, kernel, name):
 def test_every_example_builds_clean(path, each_kernel, tmp_path):
     """The same spec builds warning-free on 5.10, 6.1 and 6.12 (fresh build, no cache)."""
     spec = load_spec(path)
-    built = build(spec, tmp_path / "out", kernel=each_kernel, strict=True, use_cache=False)
+    built = build_module(spec, tmp_path / "out", kernel=each_kernel, strict=True, use_cache=False)
     assert not built.cached
     assert_good_module(built, each_kernel, spec.module)
     assert (tmp_path / "out" / f"{spec.module}.c").read_text() == render_files(spec)[f"{spec.module}.c"]
@@ -91,7 +92,7 @@ limits: {max_hits: 5}
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_feature_matrix_builds_without_warnings(name, each_kernel, tmp_path):
     spec = parse_spec(MATRIX[name], f"{name}.yaml")
-    built = build(spec, tmp_path, kernel=each_kernel, strict=True, use_cache=False)
+    built = build_module(spec, tmp_path, kernel=each_kernel, strict=True, use_cache=False)
     assert_good_module(built, each_kernel, name)
 
 
@@ -101,20 +102,20 @@ def test_hostile_strings_build_clean(kernel_61, tmp_path, monkeypatch):
         "module: hostile\ndescription: '*/ evil(); /* %s \\\\'\nhooks:\n"
         "  - {name: h, symbol: ksys_sync, count_by: comm, filter: {comm: '\";}evil();/*'}}\n",
         source='x*/"\n.yaml')
-    built = build(spec, tmp_path, kernel=kernel_61, strict=True)
+    built = build_module(spec, tmp_path, kernel=kernel_61, strict=True)
     assert modinfo(built.ko, "description") == spec.description == "*/ evil(); /* %s \\\\"
 
 
 def test_unchanged_rebuild_comes_from_the_cache(kernel_61, tmp_path, monkeypatch):
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path / "cache"))
     spec = load_spec(MODULES / "sync_counter.yaml")
-    first = build(spec, tmp_path / "a", kernel=kernel_61)
-    second = build(spec, tmp_path / "b", kernel=kernel_61)
+    first = build_module(spec, tmp_path / "a", kernel=kernel_61)
+    second = build_module(spec, tmp_path / "b", kernel=kernel_61)
     assert (first.cached, second.cached) == (False, True)
     assert second.ko.read_bytes() == first.ko.read_bytes()
     changed = parse_spec((MODULES / "sync_counter.yaml").read_text().replace("count_by: comm", "count_by: pid"),
                          str(MODULES / "sync_counter.yaml"))
-    assert not build(changed, tmp_path / "c", kernel=kernel_61).cached
+    assert not build_module(changed, tmp_path / "c", kernel=kernel_61).cached
 
 
 def test_compiler_errors_are_mapped_to_the_hook(kernel_61, tmp_path):
@@ -128,7 +129,7 @@ def test_compiler_errors_are_mapped_to_the_hook(kernel_61, tmp_path):
     done = subprocess.run(make_command(kernel_61.build_dir, tmp_path), capture_output=True, text=True,
                           env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
     assert done.returncode != 0
-    lines = explain_compiler_output(done.stdout + done.stderr, files[c_name], spec)
+    lines = explain_compiler_output(done.stdout + done.stderr, files[c_name], [(h.hook_name, h.symbol) for h in spec.hooks])
     assert any("no_such_variable" in line and "[hook open_errors, spec hooks[1] symbol do_sys_openat2]" in line
                for line in lines), lines
 
@@ -136,7 +137,7 @@ def test_compiler_errors_are_mapped_to_the_hook(kernel_61, tmp_path):
 def test_missing_tree_names_the_package(tmp_path):
     spec = load_spec(MODULES / "sync_counter.yaml")
     with pytest.raises(BuildError, match=r"no kernel build tree at .*nonexistent"):
-        build(spec, tmp_path / "out", kernel_dir=tmp_path / "nonexistent")
+        build_module(spec, tmp_path / "out", kernel_dir=tmp_path / "nonexistent")
     assert not (tmp_path / "out").exists(), "nothing written on failure"
 
 

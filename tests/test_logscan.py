@@ -1,8 +1,10 @@
-"""The C line scanner (kprobegen/_logscan.c) against its Python reference (report._scan_py).
+"""White-box: the fast path of the line scan, the C scanner (kprobegen/report/_logscan.c), agrees
+with its reference, the Python scanner (``kprobegen.report.scan.scan_py``).
 
 The C scanner is what makes the parser reach 1 M report lines/s (bench/parse_bench.py); the
 Python one is the readable statement of the rules. These tests hold them to the same output
-on random and hand-picked logs, the fixtures of real runs, and whole parses."""
+on random and hand-picked logs, the fixtures of real runs, and whole parses; they reach into
+``kprobegen.report.scan`` for that, and for nothing else."""
 
 from __future__ import annotations
 
@@ -16,24 +18,24 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import require
-from kprobegen import report
+from kprobegen.report import R_USER, parse_log, scan
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "logs"
 
 
 @pytest.fixture(scope="module")
 def logscan():
-    require(report._logscan is not None,
+    require(scan.logscan is not None,
             "the C scanner is not built: pip install -e . (needs gcc and python3-dev)")
-    return report._logscan
+    return scan.logscan
 
 
 def c_scan(logscan, text: str):
-    return logscan.scan(text.replace("\r", ""), report._other_version, report._kmsg_rest)
+    return scan.scan_c(text.replace("\r", ""))
 
 
 def py_scan(text: str):
-    return report._scan_py(text.replace("\r", ""))
+    return scan.scan_py(text.replace("\r", ""))
 
 
 # Pieces of lines that hit every branch of the scanner: prefixes of each log form, kmsg
@@ -75,14 +77,14 @@ SETTINGS = settings(max_examples=400, deadline=None,
 @example("kprobegen/1 a 1 x\nkprobegen/1 b 1 x\nkprobegen/1 c 1 x\nkprobegen/1 d 1 x\n"
          "kprobegen/1 e 1 x\nkprobegen/1 f 1 x\nkprobegen/1 g 1 x\nkprobegen/1 h 1 x\n"
          "kprobegen/1 i 1 x\nkprobegen/1 a 2 x\nkprobegen/1 0bad 2 x\nkprobegen/1 0bad 3 x\n")
-def test_c_scanner_matches_python(logscan, text):
+def test_c_scanner_agrees_with_python_reference(logscan, text):
     assert c_scan(logscan, text) == py_scan(text)
 
 
 @SETTINGS
 @given(st.lists(st.one_of(st.sampled_from(PIECES), st.text(st.characters(max_codepoint=0xFF))),
                 max_size=40).map("".join))
-def test_c_scanner_matches_python_on_any_latin1_text(logscan, text):
+def test_c_scanner_agrees_with_python_reference_on_any_latin1_text(logscan, text):
     """Arbitrary bytes (as Latin-1) between the pieces: NULs, control characters, anything."""
     assert c_scan(logscan, text) == py_scan(text)
 
@@ -92,14 +94,14 @@ def test_c_scanner_matches_python_on_any_latin1_text(logscan, text):
        .map("".join))
 def test_wide_text_falls_back_to_python(logscan, text):
     """Text with a character above U+00FF is not stored one byte per character: the C scanner
-    declines it and _scan gives the Python scanner's answer."""
+    declines it and scan() gives the Python scanner's answer."""
     stripped = text.replace("\r", "")
     if max(map(ord, stripped), default=0) > 0xFF:
-        assert logscan.scan(stripped, report._other_version, report._kmsg_rest) is None
-    assert report._scan(text) == py_scan(text)
+        assert scan.scan_c(stripped) is None
+    assert scan.scan(text) == py_scan(text)
 
 
-def test_same_values_and_types(logscan):
+def test_c_scanner_gives_the_reference_values_and_types(logscan):
     text = ("[    1.0] kprobegen/1 mod 0 load kernel=6.1 hooks=1 protocol=1\n"
             "noise\n"
             "kprobegen/1 mod 18446744073709551615 end report=0 lines=0\n"
@@ -110,7 +112,7 @@ def test_same_values_and_types(logscan):
                                   (18446744073709551615, "end", "report=0 lines=0", 3)]}
     assert [type(v) for v in per_module["mod"][0]] == [int, str, str, int]
     assert unrecognised == {"(bad module name or SEQ)": 1} and prefixed == 4 and nlines == 5
-    assert rejected == [(5, report.R_USER)] and untold == 3
+    assert rejected == [(5, R_USER)] and untold == 3
     assert tagged == 0
     assert (per_module, unrecognised, prefixed, nlines, rejected, untold, tagged) == py_scan(text)
 
@@ -136,7 +138,7 @@ HEADS = ["", "[    1.5] ", "<6>[    1.5] ", "<12>[    1.5] ", "<6>", "6,1,2,-;",
 @given(st.lists(st.tuples(st.sampled_from(HEADS), st.sampled_from(V2_BODIES),
                           st.integers(-1, 200), st.characters(max_codepoint=0xFF)),
                 max_size=12))
-def test_c_scanner_matches_python_on_checked_lines(logscan, lines):
+def test_c_scanner_agrees_with_python_reference_on_checked_lines(logscan, lines):
     """Version-2 lines with a valid check under every log header, some with one character
     changed (position -1: none): the C and the Python scanner agree on each."""
     out = []
@@ -160,17 +162,18 @@ def test_fixtures_scan_alike(logscan, path):
 @pytest.mark.parametrize("path", sorted(FIXTURES.rglob("*.txt")),
                          ids=lambda p: str(p.relative_to(FIXTURES)))
 def test_fixtures_parse_alike(logscan, path, monkeypatch):
-    """Whole parses give the same frames, results, problems and counts either way."""
+    """Whole parses give the same frames, results, problems and counts with the C scanner
+    and with the Python reference."""
     text = path.read_bytes()
 
     def summary():
-        p = report.parse_log(text)
+        p = parse_log(text)
         return (p.lines, p.protocol_lines, p.duplicates, p.unrecognised, p.problems,
                 [json.dumps(f.results().to_json(), sort_keys=True) for f in p.frames],
                 [(e.module, e.seq, e.comm, e.values) for e in p.events])
 
     with_c = summary()
-    monkeypatch.setattr(report, "_logscan", None)
+    monkeypatch.setattr(scan, "logscan", None)
     assert summary() == with_c
 
 

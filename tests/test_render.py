@@ -8,8 +8,20 @@ import pytest
 
 from conftest import decode_octal_literal
 from kprobegen.errors import RenderError
-from kprobegen.codegen import c_comment, c_int, c_string, render, render_files, tidy_c
-from kprobegen.spec import S64_MIN, load_spec, parse_spec
+from kprobegen.codegen import (
+    c_comment,
+    c_int,
+    c_string,
+    c_uint,
+    render,
+    render_files,
+    script_comment,
+    script_int,
+    script_string,
+    tidy_c,
+)
+from kprobegen.ints import S64_MIN
+from kprobegen.spec import load_spec, parse_spec
 
 MODULES = __import__("pathlib").Path(__file__).resolve().parent.parent / "modules"
 
@@ -32,6 +44,40 @@ def test_c_int_spells_the_extremes():
     assert c_int(-5) == "-5LL" and c_int(S64_MIN) == "(-9223372036854775807LL - 1)"
     with pytest.raises(RenderError):
         c_int(1 << 63)
+
+
+def test_c_and_the_scripts_escape_alike_except_where_their_syntax_differs():
+    # integers: C's carry a type suffix; the scripts' negative ones are parenthesised
+    assert [c_int(v) for v in (5, -5, S64_MIN)] == ["5LL", "-5LL", "(-9223372036854775807LL - 1)"]
+    assert [script_int(v) for v in (5, -5, S64_MIN)] == ["5", "(-5)", "(-9223372036854775807 - 1)"]
+    assert c_uint((1 << 64) - 1) == "18446744073709551615ULL"
+    for bad in (True, 1.0, "1", 1 << 63, S64_MIN - 1):
+        for spell in (c_int, script_int):
+            with pytest.raises(RenderError):
+                spell(bad)
+    for bad in (-1, 1 << 64, True):
+        with pytest.raises(RenderError):
+            c_uint(bad)
+    # strings: '@' stays raw in C only (it names maps in the scripts); a NUL is refused in the scripts
+    assert c_string("a@b c") == '"a@b c"' and script_string("a@b c") == '"a\\100b c"'
+    assert c_string(b"x\0") == '"x\\000"'
+    with pytest.raises(RenderError, match="NUL"):
+        script_string(b"x\0")
+    # comments: C's terminators are broken with a space, the scripts' with '?', which also
+    # replaces a backslash (a line splice in the scripts' C-like lexers)
+    assert c_comment("a*/b/*c\\\n") == "a* /b/ *c\\?"
+    assert script_comment("a*/b/*c\\\n") == "a*?b?*c??"
+
+
+def test_codegen_imports_neither_the_spec_model_nor_pydantic():
+    """The VM stage renders its init script with codegen's Jinja environment: importing
+    codegen must not pull in pydantic (the spec's types are for annotations only)."""
+    import subprocess
+    import sys
+
+    code = "import sys, kprobegen.codegen; print(sorted(m for m in ('pydantic', 'yaml', 'kprobegen.spec') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_tidy_c_collapses_blank_lines():

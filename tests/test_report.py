@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kprobegen.errors import ReportError
-from kprobegen.report import parse_log, unescape
-from kprobegen.report.results import (Bucket, Histogram, HookResult, Results, bound_text,
-                               bytes_to_text, format_histogram, format_results, results_from_json,
-                               results_json, text_to_bytes)
+from kprobegen.report import format_histogram, format_results, parse_log, unescape
+from kprobegen.report.format import bound_text
+from kprobegen.report.results import (Bucket, Histogram, HookResult, Results, bytes_to_text,
+                                      results_from_json, results_json, text_to_bytes)
 from report_model import ModuleWriter, escape, render_log
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,9 +16,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kprobegen import report
 from kprobegen.errors import ReportError
-from kprobegen.report import format_results, parse_log, read_log, results_json
+from kprobegen.report import format_results, parse_log, read_log, results_json, scan
 from kprobegen.report.results import Bucket, Histogram, HookResult, Results
 from report_model import LOG_FORMS, ModuleWriter, render_log
 
@@ -107,15 +106,18 @@ def summary(p) -> tuple:
 @SETTINGS
 @given(st.randoms(use_true_random=False), st.sampled_from([1, 2]),
        st.sampled_from(sorted(LOG_FORMS)), st.integers(0, 12))
-def test_damaged_logs_never_raise_and_scanners_agree(rng, version, form, n):
+def test_damaged_logs_never_raise_and_c_scanner_agrees_with_python_reference(rng, version, form, n):
+    """No exception but ReportError; the fast path (the C line scanner) and its reference
+    (the Python scanner, ``kprobegen.report.scan.scan_py``) give the same parse; so does
+    reading through ``read_log``."""
     lines = mutate(render_log(base_log(rng, version), form).split("\n"), rng, n)
     text = "\n".join(lines)
     with_c = summary(parse_log(text.encode("latin-1", "replace")))
-    scanner, report._logscan = report._logscan, None
+    scanner, scan.logscan = scan.logscan, None
     try:
         with_py = summary(parse_log(text.encode("latin-1", "replace")))
     finally:
-        report._logscan = scanner
+        scan.logscan = scanner
     assert with_c == with_py
     data, problems = read_log(io.BytesIO(text.encode("latin-1", "replace")))
     assert problems == [] and summary(parse_log(data)) == with_c

@@ -16,7 +16,7 @@ import pytest
 
 from kprobegen import report
 from kprobegen.errors import ReportError
-from kprobegen.report import format_results, parse_log, results_json
+from kprobegen.report import format_results, parse_log, results_json, scan
 from kprobegen.report.results import Histogram, HookResult, Results
 from report_model import LOG_FORMS, ModuleWriter, kmsg_escape, render_log
 
@@ -242,7 +242,7 @@ BIG = "9" * 5000
                                    "low", "key"])
 def test_huge_numbers_are_a_problem_on_their_line(where, scanner, monkeypatch):
     if scanner == "python":
-        monkeypatch.setattr(report, "_logscan", None)
+        monkeypatch.setattr(scan, "logscan", None)       # the Python reference scanner
     lines = real_lines(LAT, version=1)
     digits = "9" * 400 if where == "sum" else BIG
     pat = {"seq": " 3 key", "report": "report=0", "ts_ns": "ts_ns=2836844176", "lines": "lines=",

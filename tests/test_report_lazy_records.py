@@ -1,7 +1,8 @@
-"""Instance.records of a load seen as one rising run is built on first read: same dict as
-the general path gives, and the frames found from the run are the same."""
+"""Instance.records (SEQ → record) is the same whether the load was seen as one rising run of
+lines (the fast path, whose dict is built only when read) or through the general path (the
+same lines twice: two runs, duplicates dropped); so are the frames found from them."""
 
-from kprobegen.report import parse_log
+from kprobegen.report import Record, parse_log
 
 LINES = [
     "kprobegen/1 m 0 load kernel=6.1.0 hooks=1 protocol=1",
@@ -11,27 +12,28 @@ LINES = [
 ]
 
 
-def test_one_run_records_dict_is_built_on_read():
+def test_records_of_a_load_seen_as_one_run():
     p = parse_log("\n".join(LINES) + "\n")
     (inst,) = p.instances
     assert inst.kernel == "6.1.0" and inst.hooks == 1
     recs = inst.records
-    assert type(recs) is dict
+    assert isinstance(recs, dict)
     assert list(recs) == [0, 1, 2, 3]
     assert recs[2] == (2, "hook", LINES[2].split(" ", 4)[4], 3)
-    assert inst.records is recs          # built once
+    assert Record._make(recs[2]).fields == LINES[2].split(" ", 4)[4]
+    assert inst.records == recs          # the same when read again
     (f,) = p.frames
     assert f.complete and f.records == [recs[2]]
 
 
-def test_lazy_instance_equals_general_path_instance():
-    one = parse_log("\n".join(LINES) + "\n").instances[0]
-    # the same lines twice: two runs, the general (dict) path, duplicates dropped
+def test_fast_path_instance_agrees_with_general_path_instance():
+    one = parse_log("\n".join(LINES) + "\n")
     p = parse_log("\n".join(LINES + LINES) + "\n")
     assert p.duplicates == 4
     (two,) = p.instances
-    assert type(two.records) is dict
-    assert one == two
+    assert isinstance(two.records, dict)
+    assert one.instances[0] == two
+    assert [f.results() for f in one.frames] == [f.results() for f in p.frames]
 
 
 def test_records_can_be_replaced():

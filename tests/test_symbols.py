@@ -357,3 +357,14 @@ def test_a_missing_profile_is_captured_by_the_function_passed_in(tmp_path, monke
     assert calls == [k]
     assert first.functions == again.functions == p61.functions
     assert any("capturing the kernel profile" in str(s) for s in said)
+
+
+def test_a_parsed_profile_of_an_older_layout_is_parsed_again(tmp_path, monkeypatch, p61):
+    """A parsed.pickle naming a module that no longer exists (Profile moved) is not an error."""
+    from kprobegen.kernels import Kernel
+
+    monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
+    k = Kernel(R61, Path(f"/boot/vmlinuz-{R61}"), None, "installed", FIX / f"{R61}.config")
+    d = save_raw_profile(R61, raw(R61))
+    (d / "parsed.pickle").write_bytes(b"ckprobegen.no_such_module\nProfile\n.")
+    assert load_profile(k).functions == p61.functions

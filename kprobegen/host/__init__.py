@@ -27,13 +27,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import sh
-
 from kprobegen.cache import atomic_write
 from kprobegen.errors import LoadError
 from kprobegen.kernels.modules import host_module_support, modinfo
-from kprobegen.kernels.symbols import Profile, profile_from_raw
-from kprobegen.report import parse_log
+
+# `kprobegen load FILE.ko`, `list`, `snapshot` and `unload` are one short process each, timed
+# against plain insmod in bench/host_bench.py: what only some of them use is imported where it
+# is used, each import saying what it costs (under TCG in the full guest).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kprobegen.kernels.symbols import Profile
 
 DEBUGFS = Path("/sys/kernel/debug")
 REPORTS = DEBUGFS / "kprobegen"
@@ -75,13 +78,32 @@ def require_loading() -> None:
         raise LoadError(f"cannot load modules on this machine: {why}")
 
 
+def _run(*argv: str) -> tuple[int, str]:
+    """Run insmod, rmmod or mount: (its exit status, its stderr); stdin and stdout /dev/null.
+
+    With os.posix_spawnp: the sh library imports asyncio (0.8 s under TCG), and subprocess
+    alone costs 0.05 s, for three commands that need a pipe and a wait."""
+    r, w = os.pipe()
+    try:
+        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, w, 2)])
+    except OSError as exc:
+        os.close(r)
+        raise LoadError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    finally:
+        os.close(w)
+    with open(r, "rb") as err:
+        stderr = err.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), stderr.decode(errors="replace")
+
+
 def _mount_debugfs() -> None:
     if not (DEBUGFS / "kprobes").exists():
-        try:
-            sh.mount("-t", "debugfs", "debugfs", str(DEBUGFS))
-        except sh.ErrorReturnCode as exc:
-            raise LoadError(f"debugfs is not mounted at {DEBUGFS} and mounting it failed: "
-                            f"{exc.stderr.decode(errors='replace').strip()}") from None
+        status, stderr = _run("mount", "-t", "debugfs", "debugfs", str(DEBUGFS))
+        if status != 0:
+            raise LoadError(f"debugfs is not mounted at {DEBUGFS} and mounting it failed: {stderr.strip()}")
 
 
 def _check_name(name: str) -> str:
@@ -98,11 +120,13 @@ def is_ours(name: str) -> bool:
     return (REPORTS / name / "report").exists()
 
 
-def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
+def load_ko(ko: str | Path, *, spec: str | Path | None = None, loading_checked: bool = False) -> LoadedModule:
     """insmod a kprobegen module built for the running kernel; refused unless it carries the
     kprobegen mark and its vermagic names this kernel. Loading a module that is loaded is an
-    error that says so."""
-    require_loading()  # first: whoever cannot load learns that, not some detail of the file
+    error that says so. ``loading_checked``: the caller has just called ``require_loading()``
+    (it scans /proc/kallsyms: about 40 ms under TCG in the full guest, half of what insmod takes)."""
+    if not loading_checked:
+        require_loading()  # first: whoever cannot load learns that, not some detail of the file
     ko = Path(ko).resolve()
     if not ko.is_file():
         raise LoadError(f"{ko}: no such module file")
@@ -118,14 +142,16 @@ def load_ko(ko: str | Path, *, spec: str | Path | None = None) -> LoadedModule:
         why = "by kprobegen" if is_ours(name) else "and it is not a kprobegen module"
         raise LoadError(f"module {name} is already loaded {why}: unload it first (kprobegen unload {name})")
     _mount_debugfs()
-    mark = _kmsg_end()
+    kmsg = _kmsg_at_end()  # what the kernel says from here on explains a failed insmod
     try:
-        sh.insmod(str(ko))
-    except sh.ErrorReturnCode as exc:
-        reason = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["insmod failed"]
-        kernel_says = [r.text for r in _kmsg_after(mark) if name in r.text or "kprobe" in r.text][-3:]
-        raise LoadError(f"insmod {name} failed: {reason[0]}" + (f"; kernel: {'; '.join(kernel_says)}" if kernel_says
-                                                                  else "")) from None
+        status, stderr = _run("insmod", str(ko))
+        if status != 0:
+            reason = stderr.strip().splitlines()[-1:] or ["insmod failed"]
+            kernel_says = [r.text for r in _kmsg_read(kmsg) if name in r.text or "kprobe" in r.text][-3:]
+            raise LoadError(f"insmod {name} failed: {reason[0]}" + (f"; kernel: {'; '.join(kernel_says)}"
+                                                                      if kernel_says else ""))
+    finally:
+        os.close(kmsg)
     loaded = LoadedModule(name, release(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           str(Path(spec).resolve()) if spec else None, str(ko))
     _write_state(loaded)
@@ -176,18 +202,20 @@ def snapshot_text(name: str) -> str:
 
 def snapshot(name: str):
     """Live counts of a loaded module: its Results, summed over CPUs at read time."""
+    from kprobegen.report import parse_log  # here: 0.15 s under TCG, and `load` and `list` parse nothing
+
     return _latest(parse_log(snapshot_text(name)), name, "snapshot")
 
 
 def unload(name: str):
     """rmmod the module, then its final report from /dev/kmsg (Results). A module that cannot
     be removed (in use) stays loaded and the kernel's reason is raised."""
+    from kprobegen.report import parse_log  # here: 0.15 s under TCG, and `load` and `list` parse nothing
+
     _ours(name)
-    try:
-        sh.rmmod(name)
-    except sh.ErrorReturnCode as exc:
-        raise LoadError(f"rmmod {name} failed: {exc.stderr.decode(errors='replace').strip() or 'no reason given'}; "
-                        "it stays loaded") from None
+    status, stderr = _run("rmmod", name)
+    if status != 0:
+        raise LoadError(f"rmmod {name} failed: {stderr.strip() or 'no reason given'}; it stays loaded")
     (STATE / f"{name}.json").unlink(missing_ok=True)
     log = "".join(r.raw for r in _kmsg_records())
     return _latest(parse_log(log), name, "unload")
@@ -210,50 +238,58 @@ class _KmsgRecord:
     raw: str      # the record as /dev/kmsg gave it ("PRI,SEQ,TS,FLAGS;text\n")
 
 
-def _kmsg_records(after: int = -1) -> list[_KmsgRecord]:
-    """Every record in the kernel's log buffer now (with a sequence number above ``after``),
-    read from /dev/kmsg without blocking."""
-    out = []
+def _kmsg_records() -> list[_KmsgRecord]:
+    """Every record in the kernel's log buffer now, read from /dev/kmsg without blocking."""
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        while True:
-            try:
-                data = os.read(fd, 16384)
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
-                    break
-                if exc.errno == errno.EPIPE:  # records overwritten while reading: go on
-                    continue
-                raise
-            if not data:
-                break
-            raw = data.decode(errors="replace")
-            head, _, text = raw.partition(";")
-            fields = head.split(",")
-            try:
-                seq = int(fields[1])
-            except (IndexError, ValueError):
-                continue
-            if seq > after:
-                out.append(_KmsgRecord(seq, text.split("\n", 1)[0], raw if raw.endswith("\n") else raw + "\n"))
+        return _kmsg_read(fd)
     finally:
         os.close(fd)
+
+
+def _kmsg_at_end() -> int:
+    """/dev/kmsg opened after its last record: reading it gives what the kernel logs next."""
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _kmsg_read(fd: int) -> list[_KmsgRecord]:
+    """The records readable now from a /dev/kmsg descriptor opened with O_NONBLOCK."""
+    out = []
+    while True:
+        try:
+            data = os.read(fd, 16384)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                break
+            if exc.errno == errno.EPIPE:  # records overwritten while reading: go on
+                continue
+            raise
+        if not data:
+            break
+        raw = data.decode(errors="replace")
+        head, _, text = raw.partition(";")
+        fields = head.split(",")
+        try:
+            seq = int(fields[1])
+        except (IndexError, ValueError):
+            continue
+        out.append(_KmsgRecord(seq, text.split("\n", 1)[0], raw if raw.endswith("\n") else raw + "\n"))
     return out
-
-
-def _kmsg_end() -> int:
-    records = _kmsg_records()
-    return records[-1].seq if records else -1
-
-
-def _kmsg_after(mark: int) -> list[_KmsgRecord]:
-    return _kmsg_records(after=mark)
 
 
 # -- from a spec --------------------------------------------------------------------------
 
 def running_profile() -> Profile:
     """The running kernel's profile: /proc/kallsyms, the kprobe blacklist, its config."""
+    # here: only `load SPEC` checks symbols, and kernels.symbols costs 0.15 s under TCG
+    from kprobegen.kernels.symbols import profile_from_raw
+
     _mount_debugfs()
     raw = {"kallsyms": Path("/proc/kallsyms").read_bytes()}
     blacklist = DEBUGFS / "kprobes" / "blacklist"

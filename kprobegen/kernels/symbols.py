@@ -315,7 +315,8 @@ def load_profile(kernel: Kernel, capture: Capture | None = None,
         if key == memo_key and isinstance(profile, Profile):
             _MEMO[memo_key] = profile
             return profile
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
+        # ImportError: a pickle of an older kprobegen that kept Profile in another module
         pass
     raw = {}
     for name in RAW_NAMES:

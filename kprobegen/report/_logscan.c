@@ -1,15 +1,17 @@
 /*
- * kprobegen._logscan: the first stage of the report parser in C.
+ * kprobegen.report._logscan: the first stage of the report parser in C.
  *
- * scan(text, other_version, kmsg_rest) does what kprobegen/report.py's _scan_py does and
+ * scan(text, other_version, kmsg_rest) does what kprobegen/report/scan.py's scan_py does and
  * returns the same value: ({module: [(seq, type, fields, lineno), ...]}, {name: count},
  * prefixed lines, lines, [(lineno, why refused), ...], lines from a form that cannot tell
- * who wrote them, lines told by their syslog tag alone). Python spends about 1 us per protocol line on this (finding the
- * line, partition, split, int(), the tuple, the module's list); here it is the tuple and its
- * strings, ~0.15 us. Everything after this stage (instances, frames, Results) stays in
- * report.py, so there is one place where the protocol's meaning lives.
+ * who wrote them, lines told by their syslog tag alone). In Python this per-line work
+ * (finding the line, partition, split, int(), the tuple, the module's list) is most of a
+ * parse's time; here it is little more than making the tuple and its strings (figures:
+ * bench/README.md, parse_bench.py). Everything after this stage (instances, frames, Results)
+ * stays in Python in kprobegen/report/, so there is one place where the protocol's meaning
+ * lives.
  *
- * Rules kept from _scan_py, each checked by tests/test_logscan.py against it:
+ * Rules kept from scan_py, each checked by tests/test_logscan.py against it:
  * - the caller has removed every '\r' (CRLF logs), lines end at '\n', numbered from 1;
  * - a protocol line holds "kprobegen/1 " or "kprobegen/2 " anywhere (after a timestamp, a
  *   syslog header, a /dev/kmsg "PRI,SEQ,TS,FLAGS;" header ...); the first occurrence counts;
@@ -17,7 +19,7 @@
  *   (another protocol version is counted there);
  * - a line whose text before the prefix starts with a space or tab is a /dev/kmsg
  *   continuation line: skipped;
- * - the text before the prefix says who wrote the line (origin(), report.py's _origin):
+ * - the text before the prefix says who wrote the line (origin(), scan.py's _origin):
  *   where it shows a syslog facility or tag, a line not from the kernel, or not at the start
  *   of the kernel's record, is refused; where it cannot tell, the line counts as untold;
  * - text before the prefix ending in ';' in a line holding '\\' goes through kmsg_rest(line,
@@ -31,7 +33,7 @@
  *
  * Only text stored one byte per character (ASCII or Latin-1: what bytes decoded as Latin-1
  * give, and what almost every str log is) is scanned here; scan() returns None for wider
- * strings and the caller uses _scan_py.
+ * strings and the caller uses scan_py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -45,7 +47,7 @@
 #define CHK " chk="
 #define CHK_LEN 13              /* " chk=" and 8 hex digits */
 
-/* Why a line is refused: the same text as report.py's R_* constants. */
+/* Why a line is refused: the same text as scan.py's R_* constants. */
 #define R_USER "not written by the kernel (a user-space facility or syslog tag)"
 #define R_PLACE "not at the start of a kernel log record"
 #define R_CHECK "line check does not match (a changed or cut line)"
@@ -78,7 +80,7 @@ struct scan {
     PyObject *rejected;         /* [(lineno, why)] */
     Py_ssize_t untold;          /* lines from a form that does not show who wrote them */
     Py_ssize_t tagged;          /* lines told by their syslog tag "kernel:" alone */
-    PyObject *other_version;    /* callables from report.py */
+    PyObject *other_version;    /* callables from scan.py */
     PyObject *kmsg_rest;
     Py_ssize_t records;
     int ascii;                  /* the text being read is ASCII: its pieces are made without
@@ -312,7 +314,7 @@ static const char *rfind_space(const char *s, const char *e)
 
 /* Who wrote a line whose text before the prefix is [s, e) (not empty, not starting with a
  * space or tab): NULL to take it (sc->untold counts those from a form that cannot tell,
- * sc->tagged those told by a syslog tag alone), else why it is refused. report.py's
+ * sc->tagged those told by a syslog tag alone), else why it is refused. scan.py's
  * _origin and _told, rule for rule. */
 static const char *origin(struct scan *sc, const char *s, const char *e)
 {
@@ -559,7 +561,7 @@ static int line(struct scan *sc, const char *start, const char *hit, const char 
         if (why != NULL)
             return refuse(sc, lineno, why);
         if (p[-1] == ';' && memchr(start, '\\', eol - start)) {
-            /* maybe /dev/kmsg's \xHH escaping: report.py decides and undoes it */
+            /* maybe /dev/kmsg's \xHH escaping: scan.py decides and undoes it */
             PyObject *text = latin1(sc, start, eol - start);
             PyObject *rest = text ? latin1(sc, p + PREFIX1_LEN, eol - p - PREFIX1_LEN) : NULL;
             PyObject *r = rest ? PyObject_CallFunctionObjArgs(sc->kmsg_rest, text, rest, NULL) : NULL;
@@ -675,8 +677,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "kprobegen._logscan",
-    "The report parser's line scanner in C (see kprobegen/report.py).", -1, methods,
+    PyModuleDef_HEAD_INIT, "kprobegen.report._logscan",
+    "The report parser's line scanner in C (see kprobegen/report/scan.py).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from kprobegen import templates_dir
 from kprobegen.errors import LoadError, VMError
 from kprobegen.progress import Notice
 from kprobegen.cache import cache_dir
@@ -53,8 +52,6 @@ __all__ = [
     "Oracle", "ModuleLoad", "Run", "run", "capture_profile", "render_init",
 ]
 
-# Source checkout: templates/ beside the package; wheel: kprobegen/templates (see pyproject.toml).
-_TEMPLATES = templates_dir()
 _SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _MODNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Kernel log lines that make a run that otherwise finished an "oops".
@@ -157,17 +154,12 @@ def _module_name(path: Path, info: dict[str, str]) -> str:
 # -- the init script ---------------------------------------------------------------------
 
 def render_init(**ctx) -> str:
-    import jinja2
+    """The guest's /init (templates/vm-init.sh.j2), through codegen's one Jinja environment.
+    Imported here, not at the top: codegen (jinja2) would add its import time to every command
+    that imports the VM, and only a boot needs it."""
+    from kprobegen.codegen.jinja import environment
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template("vm-init.sh.j2").render(**ctx)
+    return environment().get_template("vm-init.sh.j2").render(**ctx)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kprobegen.kbuild import build
+from kprobegen.pipeline import build_module
 from kprobegen.kernels import toolchain
 from kprobegen.spec import load_spec
 from kprobegen.kernels import find_kernel
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         hand = _handmade(kernel, tmp)
-        gen = {n: build(load_spec(ROOT / "modules" / f"{n}.yaml"), out_dir=tmp / n, kernel=kernel).ko
+        gen = {n: build_module(load_spec(ROOT / "modules" / f"{n}.yaml"), out_dir=tmp / n, kernel=kernel).ko
                for n in ("sync_counter", "sync_latency", "openat_by_cat", "fork_counter")}
 
         if args.v2:

@@ -146,7 +146,7 @@ def test_a_snapshot_equals_the_final_counts_when_nothing_ran_between(examples):
 def failures(image, kernel_61, tmp_path_factory):
     """Prebuilt modules from this machine, the refusals, and 100 cycles, in one boot."""
     from kprobegen.errors import KernelError
-    from kprobegen.kbuild import build
+    from kprobegen.pipeline import build_module
     from kprobegen.kernels import find_kernel
     from kprobegen.spec import load_spec
 
@@ -154,12 +154,12 @@ def failures(image, kernel_61, tmp_path_factory):
             f"the guest runs {image.release} and this machine's headers are for {kernel_61.release}: "
             "apt-get upgrade linux-headers-cloud-amd64 or rebuild the image")
     out = tmp_path_factory.mktemp("prebuilt")
-    built = build(load_spec(MODULES / "sync_counter.yaml"), out / "here", kernel=kernel_61)
+    built = build_module(load_spec(MODULES / "sync_counter.yaml"), out / "here", kernel=kernel_61)
     try:
         other = find_kernel("bullseye")
     except KernelError:
         require(False, "kprobegen kernels fetch bullseye")
-    foreign = build(load_spec(MODULES / "sync_counter.yaml"), out / "bullseye", kernel=other)
+    foreign = build_module(load_spec(MODULES / "sync_counter.yaml"), out / "bullseye", kernel=other)
     handmade = out / "handmade"
     shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "handmade", handmade)
     done = subprocess.run(["make", "-C", str(kernel_61.build_dir), f"M={handmade}", "modules"],

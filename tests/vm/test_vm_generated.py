@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def generated(kernel, kernel_tree, tmp_path_factory):
     """name -> .ko for the example specs in modules/, built for the VM's kernel."""
     try:
-        from kprobegen.kbuild import build
+        from kprobegen.pipeline import build_module
         from kprobegen.spec import load_spec
     except ImportError as e:  # the generator is another engineer's piece
         require(False, f"the generator is not importable ({e})")
@@ -34,7 +34,7 @@ def generated(kernel, kernel_tree, tmp_path_factory):
     def get(name: str) -> Path:
         if name not in built:
             spec = load_spec(ROOT / "modules" / f"{name}.yaml")
-            built[name] = build(spec, out_dir=out / name, kernel=kernel).ko
+            built[name] = build_module(spec, out_dir=out / name, kernel=kernel).ko
         return built[name]
 
     return get

@@ -1,0 +1,1 @@
+"""Helpers for the tests (tests/ is on sys.path: ``from tools.equivalents import ...``)."""
