@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from kprobegen.cache import cache_dir
-from kprobegen.errors import KernelError, LoadError, VMError
+from kprobegen.errors import KernelError, LoadError, ReportError, VMError
 from kprobegen.kbuild import BuiltModule, build, cached_by_spec, missing_tree_error, remember_spec, tree_release
 from kprobegen.kernels import Kernel, find_kernel
 from kprobegen.kernels.symbols import Capture, load_profile
 
 if TYPE_CHECKING:  # imported when used (see above)
     from kprobegen import host, vm
-    from kprobegen.report import Results
+    from kprobegen.report import LogParse, Results
     from kprobegen.spec import Spec
 
 Progress = Callable[[str], None]
@@ -157,10 +157,12 @@ class SpecRun:
     spec: Spec | None      # None when the build came from the cache by the spec file's bytes
     built: BuiltModule
     run: vm.Run
-    results: list[Results]  # this module's (the latest complete report)
+    results: list[Results]  # this module's latest complete report; or its latest frame, incomplete
+    # (complete=False, with its problems), when the log holds no complete report: report_error says why
     # what the parser found wrong in the kernel log as a whole (lines refused because user
     # space wrote them or their check failed, conflicts, lost lines): said, never dropped
     log_problems: list = field(default_factory=list)
+    report_error: str | None = None
 
     def to_json(self) -> dict:
         """The module's report in the documented results shape (docs/results.md), plus the run:
@@ -222,8 +224,22 @@ def run_spec(
         if load.insmod_rc != 0:
             raise LoadError(f"insmod {load.name} failed in the VM ({kernel.release}): {load.reason or 'no reason given'}")
     log = parse_log(run.kernel_log)     # /dev/kmsg records: only the kernel's lines count
-    results = log.results(module=built.name)
-    return SpecRun(prepared, built, run, results, log.problems + log.notes)
+    results, report_error = module_report(log, built.name)
+    return SpecRun(prepared, built, run, results, log.problems + log.notes, report_error)
+
+
+def module_report(log: LogParse, module: str) -> tuple[list[Results], str | None]:
+    """A module's report from a parsed log: ([its latest complete report], None); when there
+    is none (conflicting or cut frames), ([its latest frame, complete=False with its
+    problems], why) so that the caller can show it and still fail. ReportError when the
+    module printed no frame at all."""
+    try:
+        return log.results(module=module), None
+    except ReportError as exc:
+        frames = [f for f in log.frames if f.module == module]
+        if not frames:
+            raise
+        return [frames[-1].results()], str(exc)
 
 
 def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> "host.LoadedModule":
@@ -253,4 +269,4 @@ def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> 
     return host.load_ko(built.ko, spec=spec_path)
 
 
-__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "load_on_host", "VMError"]
+__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "module_report", "load_on_host", "VMError"]
