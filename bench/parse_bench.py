@@ -13,14 +13,17 @@ Lines are found by the C scanner (kprobegen/report/_logscan.c) when it is built 
 install -e .`` builds it in place; ``./setup.sh`` does that in .venv). ``--python-scanner``
 times the same parser with the pure-Python scanner too, taking turns in the same run. With
 ``--baseline REV`` (a git revision, e.g. ``HEAD~3``) the parser of that revision is timed too
-(from a copy of its sources, so with the Python scanner), alternating with this one, so a
-change is measured side by side on the same (possibly shared, busy) machine.
+(from a copy of its sources, its C scanner built for the run when it has one), alternating
+with this one, so a change is measured side by side on the same (possibly shared, busy)
+machine.
 
 Then adversarial logs of the same number of lines (issue #11), each timed with
 ``results(all=True)`` (and ``unrecognised``, which checks every frame): many different
 ``load`` lines of one module, ``begin`` lines alternating SEQ 0 and 5, a lost line between
 every two frames, many short reloads, and a /dev/kmsg log where half the lines are forged
-(user facility). Their report lines/s should be within 2x of the normal 100% log's.
+(user facility). Their CPU time per protocol line should be within 2x of the normal 100%
+log's, timed the same way on a log of as many lines (the first row, the reference of the
+ratios printed).
 
 Usage: .venv/bin/python bench/parse_bench.py [--lines N] [--repeat R] [--python-scanner]
                                              [--baseline REV] [--protocol 1|2]
@@ -196,10 +199,32 @@ def baseline_parser(rev: str, tmp: str):
                 if renamed != text:
                     with open(path, "w", encoding="utf-8") as f:
                         f.write(renamed)
+    scanner = _build_scanner(tmp, root)
     sys.path.insert(0, tmp)
     parse = importlib.import_module("kprobegen_baseline.report").parse_log
     assert parse.__module__.startswith("kprobegen_baseline."), parse.__module__
+    print(f"{rev}: C scanner {'built' if scanner else 'not built: the Python scanner'}")
     return parse
+
+
+def _build_scanner(tmp: str, root: str) -> bool:
+    """Build the copy's C scanner (``_logscan.c``, in kprobegen/ or kprobegen/report/) in place,
+    with the compiler and flags setuptools uses for this tree's (setup.py's -O2), so that the
+    two parsers are compared as they run. False when the revision has none or it fails."""
+    sources = [os.path.join(folder, "_logscan.c") for folder, _, names in os.walk(root)
+               if "_logscan.c" in names]
+    if not sources:
+        return False
+    rel = os.path.relpath(sources[0], tmp)
+    name = rel[:-len(".c")].replace(os.sep, ".")
+    script = ("from setuptools import Extension, setup\n"
+              f"setup(name='kprobegen_baseline', ext_modules=[Extension({name!r}, [{rel!r}], "
+              "extra_compile_args=['-O2'])])\n")
+    done = subprocess.run([sys.executable, "-c", script, "build_ext", "--inplace"], cwd=tmp,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+    return done.returncode == 0
 
 
 def python_scanner_parse(text):
@@ -283,19 +308,33 @@ def main() -> None:
                       f"{nreport / cpu / 1e6:5.2f} M report lines/s  "
                       f"{args.lines / cpu / 1e6:5.2f} M log lines/s{ratio}")
     n = args.adversarial_lines or args.lines
-    print(f"\nadversarial logs, {n:,} lines each: parse_log + results(all=True) + unrecognised")
+    print(f"\nadversarial logs, {n:,} lines each: parse_log + results(all=True) + unrecognised; "
+          f"CPU per protocol line, and its ratio to the 100% log's (the first row)")
 
-    def everything(text):
-        p = parse_log(text)
+    def everything(parse, text):
+        p = parse(text)
         if p.frames:
             p.results(all=True)
         p.unrecognised
         return p
 
-    for name, text, nproto in adversarial_logs(n):
-        ((wall, cpu),) = best([lambda: everything(text)], args.repeat)
-        print(f"  {name:52s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  "
-              f"{nproto / cpu / 1e6:5.2f} M report lines/s")
+    def logs():
+        text, nreport = make_log(n, 1.0)
+        yield "100% report lines (the reference)", text, nreport
+        del text
+        yield from adversarial_logs(n)
+
+    per_line = None
+    for name, text, nproto in logs():
+        times = best([lambda parse=parse: everything(parse, text) for _, parse in parsers],
+                     args.repeat)
+        us = [cpu / nproto * 1e6 for _, cpu in times]
+        if per_line is None:
+            per_line = us
+        for (who, _), (wall, cpu), u, ref in zip(parsers, times, us, per_line):
+            label = who + name
+            print(f"  {label:64s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  {u:5.2f} us/line  "
+                  f"{nproto / cpu / 1e6:5.2f} M/s  {u / ref:4.2f}x")
         del text
         gc.collect()
 

@@ -1,10 +1,11 @@
-"""White-box: the fast path of the line scan, the C scanner (kprobegen/report/_logscan.c), agrees
-with its reference, the Python scanner (``kprobegen.report.scan.scan_py``).
+"""White-box: the fast paths in C (kprobegen/report/_logscan.c) agree with their references in
+Python: the line scan with ``kprobegen.report.scan.scan_py``, and the grouping of a module's
+records into loads and frames (``_logscan.layout``) with ``kprobegen.report.frames.layout_py``.
 
 The C scanner is what makes the parser reach 1 M report lines/s (bench/parse_bench.py); the
 Python one is the readable statement of the rules. These tests hold them to the same output
 on random and hand-picked logs, the fixtures of real runs, and whole parses; they reach into
-``kprobegen.report.scan`` for that, and for nothing else."""
+``kprobegen.report.scan`` and ``frames`` for that, and for nothing else."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import require
-from kprobegen.report import R_USER, parse_log, scan
+from kprobegen.report import R_USER, frames, parse_log, scan
+from kprobegen.report.instances import LOOKBACK
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "logs"
 
@@ -194,4 +196,142 @@ def test_no_memory_kept_between_scans(logscan):
     finally:
         tracemalloc.stop()
     # one scan's result is ~1 MB: a leak of even one object per record would show as that
+    assert after - before < 64 * 1024
+
+
+# -- layout: a module's records grouped into instances and cut into frames ------------------------
+#
+# The C ``_logscan.layout`` against its reference ``frames.layout_py`` (``instances.group_py``, then
+# ``frames.cut_py`` per instance), on records as the scanners give them (in log order), built to
+# hit every branch: runs of rising SEQ and SEQs that fall back or repeat, the same line twice,
+# lines that differ only in trailing whitespace (Python's str.rstrip: also \x1c-\x1f, \x85,
+# \xa0 and, in wider strings, \u3000), known record types as other str objects than the
+# scanner's, unknown types, begin and end records in and out of the template's form, and a
+# small lookback, so that the bound on candidates is reached.
+
+def _fresh(s: str) -> str:
+    """An equal str that is another object (the C scanner's known types are shared objects)."""
+    return "".join(list(s))
+
+
+TYPES = ["load", "hook", "key", "hist", "bucket", "event", "error", "other", "é", "Hook", ""]
+BEGINS = ["report=0 reason=unload ts_ns=5 lines=1", "report=1 reason=interval ts_ns=1000000000000000000 lines=0",
+          "report=0 reason=unload ts_ns=5 lines=1 ", "report=0 reason=a=b ts_ns=5 lines=1",
+          "report=0 reason= ts_ns=5 lines=1", "report=0 reason=\u00e9t\u00e9 ts_ns=5 lines=1",
+          "report=0 reason=\u20ac ts_ns=5 lines=1", "report=0 reason=unload ts_ns=9999999999999999999 lines=1",
+          "report=0 reason=unload ts_ns=10000000000000000000 lines=1", "lines=1 report=0 reason=x ts_ns=5",
+          "report=0 reason=unload ts_ns=5", "report=0 reason=unload\tts_ns=5 lines=1"]
+ENDS = ["report=0 lines=1", "report=1 lines=0", "report=0 lines=1\t", "report=0000000000000000001 lines=2",
+        "report=00000000000000000001 lines=2", "report=\u0663 lines=1", "lines=1 report=0",
+        "report=0 lines=", "report=0 lines=1 x=2", "report=0  lines=1"]
+FIELDS = ["kernel=6.1 hooks=1 protocol=2", "name=h hits=3", "name=h hits=3 ", "name=h hits=3\x1c",
+          "name=h hits=3\xa0", "name=h hits=3\x85", "name=h hits=3\u3000", "name=h hits=4", "", " ",
+          "hook=h key=a count=1"]
+SEQS = [0, 1, 2, 3, 4, 5, 6, 9, 18446744073709551615]
+
+RECORDS = st.lists(st.one_of(
+    st.tuples(st.sampled_from(SEQS), st.just("begin"), st.sampled_from(BEGINS), st.booleans()),
+    st.tuples(st.sampled_from(SEQS), st.just("end"), st.sampled_from(ENDS), st.booleans()),
+    st.tuples(st.sampled_from(SEQS), st.sampled_from(TYPES), st.sampled_from(FIELDS), st.booleans())),
+    max_size=40)
+
+
+def _records(raw) -> list[tuple]:
+    return [(seq, _fresh(typ) if fresh else typ, fields, line)
+            for line, (seq, typ, fields, fresh) in enumerate(raw, 1)]
+
+
+@SETTINGS
+@given(RECORDS, st.sampled_from([1, 2, 3, 16]))
+@example([(0, "load", FIELDS[0], False), (1, "begin", BEGINS[0], False), (2, "hook", FIELDS[1], False),
+          (3, "end", ENDS[0], False)] * 2, 16)
+@example([(0, "begin", BEGINS[0], False), (5, "begin", BEGINS[0], True)] * 3, 1)
+@example([(s, "hook", FIELDS[1 + s % 7], False) for s in (3, 1, 2, 1, 0, 2, 5, 4)], 2)
+def test_layout_agrees_with_python_reference(logscan, raw, lookback):
+    recs = _records(raw)
+    assert logscan.layout(recs, lookback) == frames.layout_py(recs, lookback)
+
+
+@pytest.mark.parametrize("field", BEGINS + ENDS)
+def test_layout_reads_begin_and_end_records_as_the_reference(logscan, field):
+    """Each begin and end text, as a begin and as an end: the values of the template's form."""
+    recs = [(0, "begin", field, 1), (1, "end", field, 2)]
+    assert logscan.layout(recs, LOOKBACK) == frames.layout_py(recs, LOOKBACK)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 12), st.sampled_from(["load", "begin", "hook", "end"]),
+                          st.integers(0, 3)),
+                max_size=80),
+       st.sampled_from([1, 2, 4]))
+def test_layout_agrees_with_python_reference_on_many_runs(logscan, raw, lookback):
+    """Many short runs of few distinct lines: runs joined to earlier loads, duplicates dropped,
+    more candidate loads than the lookback allows."""
+    recs = [(seq, typ, f"n={n}", line) for line, (seq, typ, n) in enumerate(raw, 1)]
+    assert logscan.layout(recs, lookback) == frames.layout_py(recs, lookback)
+
+
+def _lines(*runs):
+    """Records of these runs (lists of (SEQ, text)), in this order, as a log would hold them."""
+    recs = []
+    for run in runs:
+        recs += [(seq, "hook", text, len(recs) + 1) for seq, text in run]
+    return recs
+
+
+@pytest.mark.parametrize("lookback", [1, 2, 16])
+@pytest.mark.parametrize("recs", [
+    # a run from SEQ 0 sharing two lines, not all of it and not all of the load: it joins
+    _lines([(0, "a"), (1, "b"), (2, "c"), (3, "d")], [(0, "a"), (1, "b"), (4, "e")]),
+    # ... sharing one line beyond SEQ 0: a new load; sharing only SEQ 0, with a load that lacks it
+    _lines([(0, "a"), (1, "b"), (2, "c")], [(0, "a"), (1, "b"), (5, "e")], [(0, "z"), (7, "y")]),
+    _lines([(3, "a"), (4, "b")], [(0, "x"), (3, "a"), (6, "q")]),
+    # runs not from SEQ 0 whose lines are held by more loads than the lookback lets through
+    _lines([(0, "p"), (1, "a")], [(0, "q"), (1, "a")], [(0, "r"), (1, "a")], [(0, "s"), (2, "b")],
+           [(1, "a"), (3, "c")], [(1, "a"), (2, "x")]),
+    _lines(*[[(0, f"l{i}"), (1 + i % 3, "x")] for i in range(9)], [(1, "x"), (2, "x"), (3, "x")],
+           [(2, "x"), (5, "y")], [(1, "x"), (9, "z")]),
+    # the only load it agrees with is the third candidate: beyond 2 * lookback when that is 1
+    _lines([(0, "a"), (3, "w")], [(0, "b"), (1, "x"), (3, "v")], [(0, "n"), (1, "q")],
+           [(1, "x"), (3, "w")]),
+])
+def test_layout_joins_runs_as_the_reference(logscan, recs, lookback):
+    assert logscan.layout(recs, lookback) == frames.layout_py(recs, lookback)
+
+
+def test_layout_of_one_run_is_the_records_themselves(logscan):
+    recs = [(0, "load", FIELDS[0], 1), (1, "begin", BEGINS[0], 2), (2, "end", ENDS[0], 3)]
+    ((records, first, last, missing, cuts, others),), dups = logscan.layout(recs, LOOKBACK)
+    assert records is recs and (first, last, missing, dups) == (1, 3, [], 0)
+    assert cuts == [(recs[1], recs[2], [], 2, (0, "unload", 5, 1), (0, 1))] and others == [recs[0]]
+    assert logscan.layout([], LOOKBACK) == ([], 0) == frames.layout_py([], LOOKBACK)
+
+
+@pytest.mark.parametrize("bad", [[(0, "load", "x")], [[0, "load", "x", 1]], [(-1, "load", "x", 1)],
+                                 [(2 ** 64, "load", "x", 1)], [(0, 1, "x", 1)], [(0, "load", b"x", 1)],
+                                 [(0, "load", "x", "1")], [None]])
+def test_layout_refuses_what_the_scanners_never_give(logscan, bad):
+    with pytest.raises((TypeError, OverflowError)):
+        logscan.layout(bad, LOOKBACK)
+    with pytest.raises(ValueError):
+        logscan.layout([], 0)
+
+
+def test_no_memory_kept_between_layouts(logscan):
+    """Every object layout makes belongs to its result."""
+    recs = []
+    for i in range(3000):
+        recs += [(0, "load", f"kernel=k{i} hooks=1 protocol=2", len(recs) + 1),
+                 (5 * (i % 2), "begin", f"report=0 reason=unload ts_ns={i} lines=1 ", len(recs) + 2),
+                 (2, _fresh("hook"), "name=h hits=3", len(recs) + 3), (3, "x", "", len(recs) + 4)]
+    logscan.layout(recs, LOOKBACK)
+    tracemalloc.start()
+    try:
+        logscan.layout(recs, LOOKBACK)
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            logscan.layout(recs, LOOKBACK)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
     assert after - before < 64 * 1024

@@ -7,9 +7,14 @@
  * who wrote them, lines told by their syslog tag alone). In Python this per-line work
  * (finding the line, partition, split, int(), the tuple, the module's list) is most of a
  * parse's time; here it is little more than making the tuple and its strings (figures:
- * bench/README.md, parse_bench.py). Everything after this stage (instances, frames, Results)
- * stays in Python in kprobegen/report/, so there is one place where the protocol's meaning
- * lives.
+ * bench/README.md, parse_bench.py).
+ *
+ * layout(recs, lookback) (at the end of this file) takes one module's records on: grouped
+ * into instances (loads) and cut into frames, as kprobegen/report/frames.py's layout_py
+ * does. What the records mean (Instances, Frames, their problems, Results) stays in Python
+ * in kprobegen/report/, so there is one place where the protocol's meaning lives; these two
+ * do the per-line and per-record work that made the parser slow, each held to its Python
+ * reference by tests/test_logscan.py.
  *
  * Rules kept from scan_py, each checked by tests/test_logscan.py against it:
  * - the caller has removed every '\r' (CRLF logs), lines end at '\n', numbered from 1;
@@ -668,11 +673,729 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- instances and frames */
+
+/*
+ * layout(recs, lookback) does what kprobegen/report/frames.py's layout_py does (the
+ * reference, tests/test_logscan.py checks the two agree) and returns the same value:
+ * ([(records, first_line, last_line, missing, cuts, others), ...], duplicates), one entry
+ * per instance (load) of the module whose records (in log order, as scan() gives them)
+ * are recs:
+ * - instances.group_py: recs cut into runs of rising SEQ (SEQ 0 starts one), each run
+ *   joined to an earlier instance it agrees with or made a new one, duplicates dropped;
+ *   records: the instance's records in SEQ order; first_line: the log line of the run that
+ *   started it; last_line: its greatest log line;
+ * - frames.cut_py: missing, the SEQ gaps [(lo, hi), ...]; cuts, the frames as (begin or
+ *   None, end or None, body, records in the frame's SEQ span, the values of the begin and
+ *   the end record when they read as the C template prints them, else None); others, the
+ *   records outside the frames (events, load and error records, unknown types).
+ * In Python this per-record and per-run work made a log of many tiny loads or frames (the
+ * adversarial logs of bench/parse_bench.py) several times slower per line than a normal
+ * log; what the records mean (Frames, their problems, Results) stays in Python.
+ *
+ * A record is what the scanners make: (SEQ, an int up to a u64; type, a str; fields, a str;
+ * log line, an int); anything else is a TypeError or OverflowError. A single run (the usual
+ * log: one load, seen once) is returned as recs itself, and needs no hash table; more runs
+ * are grouped with two open-addressing tables (the records of each load by SEQ, the latest
+ * load holding each line) and the same bound on the loads a run is tried against as
+ * group_py's (lookback), so the work grows with the records as group_py's does.
+ */
+
+enum { T_HOOK, T_KEY, T_HIST, T_BUCKET, T_BEGIN, T_END, T_EVENT, T_LOAD, T_ERROR, T_OTHER };
+#define FRAME_TYPE(t) ((t) <= T_BUCKET)     /* a frame's body: hook, key, hist, bucket */
+
+struct rec {
+    uint64_t seq;
+    Py_ssize_t line;
+    PyObject *obj;              /* the record tuple (borrowed from recs) */
+    int type;                   /* T_* */
+};
+
+/* The T_* of a record type (known_types' order), -1 with an exception if not a str. */
+static int type_code(PyObject *t)
+{
+    for (int i = 0; i < (int)NTYPES; i++)
+        if (t == type_strs[i])
+            return i;
+    if (!PyUnicode_Check(t)) {
+        PyErr_SetString(PyExc_TypeError, "layout: a record's type must be a str");
+        return -1;
+    }
+    if (PyUnicode_IS_ASCII(t)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+        for (int i = 0; i < (int)NTYPES; i++)
+            if ((Py_ssize_t)strlen(known_types[i]) == n && memcmp(known_types[i], PyUnicode_DATA(t), n) == 0)
+                return i;
+    }
+    return T_OTHER;
+}
+
+/* str equality (the strings are canonical: equal text has the same kind and length) */
+static int str_eq(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b)
+        && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), n * PyUnicode_KIND(a)) == 0;
+}
+
+/* len(s.rstrip()): Python's whitespace */
+static Py_ssize_t rstripped_len(PyObject *s)
+{
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    while (n > 0 && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, n - 1)))
+        n--;
+    return n;
+}
+
+/* s[:n] == t[:n] (the same text, whatever the kinds) */
+static int prefix_eq(PyObject *s, PyObject *t, Py_ssize_t n)
+{
+    int ks = PyUnicode_KIND(s), kt = PyUnicode_KIND(t);
+    const void *ds = PyUnicode_DATA(s), *dt = PyUnicode_DATA(t);
+    if (ks == kt)
+        return memcmp(ds, dt, n * ks) == 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyUnicode_READ(ks, ds, i) != PyUnicode_READ(kt, dt, i))
+            return 0;
+    return 1;
+}
+
+static uint64_t mix64(uint64_t x)           /* splitmix64's finaliser */
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* The hash of (SEQ, type, fields.rstrip()) of record i, the key under which instances.py's
+ * group_py holds a record; its rstripped length in *slen. */
+static uint64_t held_hash(const struct rec *r, Py_ssize_t *slen)
+{
+    PyObject *fields = PyTuple_GET_ITEM(r->obj, 2);
+    Py_ssize_t n = rstripped_len(fields);
+    int kind = PyUnicode_KIND(fields);
+    const void *data = PyUnicode_DATA(fields);
+    uint64_t h = 0xcbf29ce484222325ULL;     /* FNV-1a over the characters */
+    if (kind == PyUnicode_1BYTE_KIND)
+        for (Py_ssize_t i = 0; i < n; i++)
+            h = (h ^ ((const Py_UCS1 *)data)[i]) * 0x100000001b3ULL;
+    else
+        for (Py_ssize_t i = 0; i < n; i++)
+            h = (h ^ PyUnicode_READ(kind, data, i)) * 0x100000001b3ULL;
+    Py_hash_t th = PyObject_Hash(PyTuple_GET_ITEM(r->obj, 1));  /* a str: never fails */
+    *slen = n;
+    return mix64(h ^ mix64(r->seq + 0x9e3779b97f4a7c15ULL) ^ (uint64_t)th * 0x9e3779b97f4a7c15ULL);
+}
+
+/* Records i and j hold the same text (type equal, fields equal but for trailing blanks). */
+static int same_text(const struct rec *r, const Py_ssize_t *slen, Py_ssize_t i, Py_ssize_t j)
+{
+    if (r[i].type != r[j].type
+            || (r[i].type == T_OTHER && !str_eq(PyTuple_GET_ITEM(r[i].obj, 1), PyTuple_GET_ITEM(r[j].obj, 1))))
+        return 0;
+    PyObject *a = PyTuple_GET_ITEM(r[i].obj, 2), *b = PyTuple_GET_ITEM(r[j].obj, 2);
+    return a == b || (slen[i] == slen[j] && prefix_eq(a, b, slen[i]));
+}
+
+/* The records of every instance by (instance, SEQ), and the latest instance holding each
+ * (SEQ, type, text): open addressing, at most half full. */
+struct slot {
+    Py_ssize_t rec;             /* -1: empty */
+    Py_ssize_t inst;
+    uint64_t hash;
+};
+
+struct seq_slot {
+    Py_ssize_t rec;             /* -1: empty */
+    Py_ssize_t inst;
+};
+
+struct grouping {
+    const struct rec *r;
+    Py_ssize_t *slen;           /* rstripped length of each record's fields */
+    uint64_t *hash;             /* held_hash of each record */
+    struct seq_slot *by_seq;
+    struct slot *held;
+    size_t mask;
+};
+
+static struct seq_slot *seq_slot(struct grouping *g, Py_ssize_t inst, uint64_t seq)
+{
+    size_t i = mix64(seq ^ mix64((uint64_t)inst)) & g->mask;
+    for (;; i = (i + 1) & g->mask) {
+        struct seq_slot *s = &g->by_seq[i];
+        if (s->rec < 0 || (s->inst == inst && g->r[s->rec].seq == seq))
+            return s;
+    }
+}
+
+static struct slot *held_slot(struct grouping *g, Py_ssize_t rec)
+{
+    uint64_t h = g->hash[rec];
+    for (size_t i = h & g->mask;; i = (i + 1) & g->mask) {
+        struct slot *s = &g->held[i];
+        if (s->rec < 0 || (s->hash == h && g->r[s->rec].seq == g->r[rec].seq
+                           && same_text(g->r, g->slen, s->rec, rec)))
+            return s;
+    }
+}
+
+static void hold(struct grouping *g, Py_ssize_t inst, Py_ssize_t a, Py_ssize_t b)
+{
+    for (Py_ssize_t i = a; i < b; i++) {
+        struct slot *s = held_slot(g, i);
+        if (s->rec < 0) {
+            s->rec = i;
+            s->hash = g->hash[i];
+        }
+        s->inst = inst;
+    }
+}
+
+static int cmp_desc(const void *x, const void *y)
+{
+    Py_ssize_t a = *(const Py_ssize_t *)x, b = *(const Py_ssize_t *)y;
+    return (a < b) - (a > b);
+}
+
+struct by_seq { uint64_t seq; Py_ssize_t rec; };
+
+static int cmp_seq(const void *x, const void *y)
+{
+    uint64_t a = ((const struct by_seq *)x)->seq, b = ((const struct by_seq *)y)->seq;
+    return (a > b) - (a < b);
+}
+
+/* instances.py's group_py for more than one run (runs: their starts, and n at the end):
+ * owner[i] is the instance of record i (-1: a duplicate, dropped); *ninst, *dups. */
+static int group_runs(const struct rec *r, Py_ssize_t n, const Py_ssize_t *runs, Py_ssize_t nruns,
+                      Py_ssize_t lookback, Py_ssize_t *owner, Py_ssize_t *ninst_out,
+                      Py_ssize_t *dups_out)
+{
+    struct grouping g = {r, NULL, NULL, NULL, NULL, 0};
+    if (lookback > n)
+        lookback = n;                   /* as many as there can be instances: the same */
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n)
+        cap <<= 1;
+    g.mask = cap - 1;
+    Py_ssize_t *cand = NULL, *mark = NULL, *len = NULL;
+    int rc = -1;
+    g.slen = PyMem_Malloc(n * sizeof(*g.slen));
+    g.hash = PyMem_Malloc(n * sizeof(*g.hash));
+    g.by_seq = PyMem_Malloc(cap * sizeof(*g.by_seq));
+    g.held = PyMem_Malloc(cap * sizeof(*g.held));
+    cand = PyMem_Malloc((n + lookback + 1) * sizeof(*cand));
+    mark = PyMem_Malloc(n * sizeof(*mark));     /* the last run that made each a candidate */
+    len = PyMem_Malloc(n * sizeof(*len));       /* records of each instance */
+    if (!g.slen || !g.hash || !g.by_seq || !g.held || !cand || !mark || !len) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < cap; i++)
+        g.by_seq[i].rec = g.held[i].rec = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        g.hash[i] = held_hash(&r[i], &g.slen[i]);
+        mark[i] = -1;
+    }
+    Py_ssize_t ninst = 0, dups = 0;
+    for (Py_ssize_t k = 0; k < nruns; k++) {
+        Py_ssize_t a = runs[k], b = runs[k + 1], target = -1;
+        int from_zero = r[a].seq == 0;
+        if (ninst > 0) {
+            /* the candidates: instances holding one of the run's lines, and for a run not
+             * from SEQ 0 the latest lookback ones; newest first, at most 2 * lookback */
+            Py_ssize_t ncand = 0;
+            for (Py_ssize_t i = a; i < b; i++) {
+                struct slot *s = held_slot(&g, i);
+                if (s->rec >= 0 && mark[s->inst] != k) {
+                    mark[s->inst] = k;
+                    cand[ncand++] = s->inst;
+                }
+            }
+            if (!from_zero)
+                for (Py_ssize_t idx = ninst > lookback ? ninst - lookback : 0; idx < ninst; idx++)
+                    if (mark[idx] != k) {
+                        mark[idx] = k;
+                        cand[ncand++] = idx;
+                    }
+            if (ncand > 1)
+                qsort(cand, ncand, sizeof(*cand), cmp_desc);
+            if (ncand > 2 * lookback)
+                ncand = 2 * lookback;
+            for (Py_ssize_t c = 0; c < ncand && target < 0; c++) {
+                Py_ssize_t idx = cand[c], shared = 0;
+                int ok = 1;
+                for (Py_ssize_t i = a; i < b; i++) {
+                    struct seq_slot *s = seq_slot(&g, idx, r[i].seq);
+                    if (s->rec >= 0) {
+                        if (!same_text(r, g.slen, s->rec, i)) {
+                            ok = 0;
+                            break;
+                        }
+                        shared++;
+                    }
+                }
+                if (!ok)
+                    continue;
+                if (from_zero && !(shared == b - a || shared == len[idx] || shared > 1
+                                   || (shared == 1 && seq_slot(&g, idx, 0)->rec < 0)))
+                    continue;
+                target = idx;
+            }
+        }
+        if (target < 0) {
+            target = ninst++;
+            len[target] = 0;
+        }
+        for (Py_ssize_t i = a; i < b; i++) {
+            struct seq_slot *s = seq_slot(&g, target, r[i].seq);
+            if (s->rec >= 0) {
+                dups++;
+                owner[i] = -1;
+            } else {
+                s->rec = i;
+                s->inst = target;
+                owner[i] = target;
+                len[target]++;
+            }
+        }
+        hold(&g, target, a, b);
+    }
+    *ninst_out = ninst;
+    *dups_out = dups;
+    rc = 0;
+done:
+    PyMem_Free(g.slen);
+    PyMem_Free(g.hash);
+    PyMem_Free(g.by_seq);
+    PyMem_Free(g.held);
+    PyMem_Free(cand);
+    PyMem_Free(mark);
+    PyMem_Free(len);
+    return rc;
+}
+
+/* The reasons the template prints (begin's reason=): one shared str each. */
+static const char *const reasons[] = {"interval", "unload"};
+#define NREASONS 2
+static PyObject *reason_strs[NREASONS];
+
+/* Reading "NAME=" at *i of the str s (kind, data, length n): advances *i past it. */
+static int lit(int kind, const void *data, Py_ssize_t n, Py_ssize_t *i, const char *name)
+{
+    Py_ssize_t len = strlen(name);
+    if (n - *i < len)
+        return 0;
+    for (Py_ssize_t k = 0; k < len; k++)
+        if (PyUnicode_READ(kind, data, *i + k) != (Py_UCS4)(unsigned char)name[k])
+            return 0;
+    *i += len;
+    return 1;
+}
+
+/* 1 to 19 ASCII digits at *i (a u64, as the regex [0-9]{1,19} and int() read them). */
+static int digits(int kind, const void *data, Py_ssize_t n, Py_ssize_t *i, uint64_t *v)
+{
+    Py_ssize_t k = *i;
+    uint64_t x = 0;
+    while (k < n && k - *i < 20) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, k);
+        if (c < '0' || c > '9')
+            break;
+        x = x * 10 + (c - '0');
+        k++;
+    }
+    if (k == *i || k - *i > 19)
+        return 0;
+    *i = k;
+    *v = x;
+    return 1;
+}
+
+/* A begin record's fields as the C template prints them (frames.py's _BEGIN_RE): (report,
+ * reason, ts_ns, lines); an end record's (_END_RE): (report, lines); else None. New
+ * reference, NULL on error. */
+static PyObject *template_values(PyObject *rec, int begin)
+{
+    PyObject *text = PyTuple_GET_ITEM(rec, 2);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, r0 = 0, r1 = 0;
+    uint64_t report, ts = 0, lines;
+    if (!lit(kind, data, n, &i, "report=") || !digits(kind, data, n, &i, &report))
+        Py_RETURN_NONE;
+    if (begin) {
+        if (!lit(kind, data, n, &i, " reason="))
+            Py_RETURN_NONE;
+        r0 = r1 = i;
+        while (r1 < n && PyUnicode_READ(kind, data, r1) != ' ') {
+            if (PyUnicode_READ(kind, data, r1) == '=')
+                Py_RETURN_NONE;
+            r1++;
+        }
+        i = r1;
+        if (!lit(kind, data, n, &i, " ts_ns=") || !digits(kind, data, n, &i, &ts))
+            Py_RETURN_NONE;
+    }
+    if (!lit(kind, data, n, &i, " lines=") || !digits(kind, data, n, &i, &lines) || i != n)
+        Py_RETURN_NONE;
+    PyObject *out = PyTuple_New(begin ? 4 : 2), *v;
+    if (out == NULL)
+        return NULL;
+    if ((v = PyLong_FromUnsignedLongLong(report)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(out, 0, v);
+    if ((v = PyLong_FromUnsignedLongLong(lines)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(out, begin ? 3 : 1, v);
+    if (!begin)
+        return out;
+    v = NULL;
+    for (int k = 0; k < NREASONS; k++)      /* most reasons are one of the template's */
+        if (r1 - r0 == (Py_ssize_t)strlen(reasons[k]) && kind == PyUnicode_1BYTE_KIND
+                && memcmp((const char *)data + r0, reasons[k], r1 - r0) == 0) {
+            v = reason_strs[k];
+            Py_INCREF(v);
+        }
+    if (v == NULL && (v = PyUnicode_Substring(text, r0, r1)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(out, 1, v);
+    if ((v = PyLong_FromUnsignedLongLong(ts)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(out, 2, v);
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* A frame (cut_py's tuple): begin and end at positions bk, ek of the instance's records
+ * (-1: none), its body from [a, b) (only frame types and unknown types when dirty),
+ * present: records in its SEQ span; the values of its begin and end records when they read
+ * as the template prints them. */
+static PyObject *frame_cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord,
+                           Py_ssize_t bk, Py_ssize_t ek, Py_ssize_t a, Py_ssize_t b, int dirty)
+{
+    PyObject *body;
+    Py_ssize_t last = b - 1;        /* the position of the body's last record */
+    if (!dirty)
+        body = PyList_GetSlice(records, a, b);
+    else {
+        body = PyList_New(0);
+        last = -1;
+        for (Py_ssize_t k = a; body != NULL && k < b; k++) {
+            int t = r[ord ? ord[k] : k].type;
+            if (FRAME_TYPE(t) || t == T_OTHER) {
+                if (PyList_Append(body, PyList_GET_ITEM(records, k)) < 0)
+                    Py_CLEAR(body);
+                last = k;
+            }
+        }
+    }
+    if (body == NULL)
+        return NULL;
+    Py_ssize_t present;
+    if (ek >= 0)
+        present = ek - a + 1 + (bk >= 0);
+    else {
+        if (a >= b || last < a)
+            last = bk;                  /* no body: the frame is its begin */
+        present = last + 1 - a + (bk >= 0);
+    }
+    PyObject *bv = Py_None, *ev = Py_None;
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_None);
+    if (bk >= 0) {
+        Py_DECREF(bv);
+        bv = template_values(PyList_GET_ITEM(records, bk), 1);
+    }
+    if (ek >= 0 && bv != NULL) {
+        Py_DECREF(ev);
+        ev = template_values(PyList_GET_ITEM(records, ek), 0);
+    }
+    if (bv == NULL || ev == NULL) {
+        Py_DECREF(body);
+        Py_XDECREF(bv);
+        Py_XDECREF(ev);
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(6), *n = PyLong_FromSsize_t(present);
+    if (out == NULL || n == NULL) {
+        Py_XDECREF(out);
+        Py_XDECREF(n);
+        Py_DECREF(body);
+        Py_DECREF(bv);
+        Py_DECREF(ev);
+        return NULL;
+    }
+    PyObject *bo = bk >= 0 ? PyList_GET_ITEM(records, bk) : Py_None;
+    PyObject *eo = ek >= 0 ? PyList_GET_ITEM(records, ek) : Py_None;
+    Py_INCREF(bo);
+    Py_INCREF(eo);
+    PyTuple_SET_ITEM(out, 0, bo);
+    PyTuple_SET_ITEM(out, 1, eo);
+    PyTuple_SET_ITEM(out, 2, body);
+    PyTuple_SET_ITEM(out, 3, n);
+    PyTuple_SET_ITEM(out, 4, bv);
+    PyTuple_SET_ITEM(out, 5, ev);
+    return out;
+}
+
+/* frames.py's cut_py on an instance's records (in SEQ order; record k is r[ord[k]], or r[k]
+ * without ord): (missing, cuts, others), new references in *missing, *cuts, *others. */
+static int cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord, Py_ssize_t m,
+               PyObject **missing, PyObject **cuts, PyObject **others)
+{
+    *missing = PyList_New(0);
+    *cuts = PyList_New(0);
+    *others = PyList_New(0);
+    if (!*missing || !*cuts || !*others)
+        goto fail;
+    uint64_t expect = 0;                /* SEQ gaps: the start counts (SEQ 0 is the first line) */
+    for (Py_ssize_t k = 0; k < m; k++) {
+        uint64_t s = r[ord ? ord[k] : k].seq;
+        if (s != expect) {
+            PyObject *gap = Py_BuildValue("(KK)", (unsigned long long)expect, (unsigned long long)(s - 1));
+            if (gap == NULL || PyList_Append(*missing, gap) < 0) {
+                Py_XDECREF(gap);
+                goto fail;
+            }
+            Py_DECREF(gap);
+        }
+        expect = s + 1;
+    }
+    int in_frame = 0, dirty = 0;
+    Py_ssize_t bk = -1, a = 0;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        int t = r[ord ? ord[k] : k].type;
+        PyObject *f = NULL;
+        if (FRAME_TYPE(t)) {
+            if (!in_frame) {            /* a frame whose begin is gone */
+                in_frame = 1;
+                bk = -1;
+                a = k;
+                dirty = 0;
+            }
+            continue;
+        }
+        if (t == T_BEGIN) {
+            if (in_frame && (f = frame_cut(records, r, ord, bk, -1, a, k, dirty)) == NULL)
+                goto fail;
+            in_frame = 1;
+            bk = k;
+            a = k + 1;
+            dirty = 0;
+        } else if (t == T_END) {
+            if (!in_frame) {
+                bk = -1;
+                a = k;
+                dirty = 0;
+            }
+            if ((f = frame_cut(records, r, ord, bk, k, a, k, dirty)) == NULL)
+                goto fail;
+            in_frame = 0;
+        } else {
+            if (in_frame)
+                dirty = 1;
+            if (PyList_Append(*others, PyList_GET_ITEM(records, k)) < 0)
+                goto fail;
+        }
+        if (f != NULL) {
+            int rc = PyList_Append(*cuts, f);
+            Py_DECREF(f);
+            if (rc < 0)
+                goto fail;
+        }
+    }
+    if (in_frame) {
+        PyObject *f = frame_cut(records, r, ord, bk, -1, a, m, dirty);
+        int rc = f ? PyList_Append(*cuts, f) : -1;
+        Py_XDECREF(f);
+        if (rc < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    Py_CLEAR(*missing);
+    Py_CLEAR(*cuts);
+    Py_CLEAR(*others);
+    return -1;
+}
+
+/* One instance's entry of layout()'s list; ord as in cut(). */
+static PyObject *instance_entry(PyObject *records, const struct rec *r, const Py_ssize_t *ord,
+                                Py_ssize_t m, Py_ssize_t first)
+{
+    PyObject *missing, *cuts, *others;
+    Py_ssize_t last = ord ? ord[0] : 0;
+    for (Py_ssize_t k = 1; k < m; k++) {
+        Py_ssize_t i = ord ? ord[k] : k;
+        if (r[i].line > r[last].line)
+            last = i;
+    }
+    if (cut(records, r, ord, m, &missing, &cuts, &others) < 0)
+        return NULL;
+    PyObject *out = PyTuple_New(6);
+    if (out == NULL) {
+        Py_DECREF(missing);
+        Py_DECREF(cuts);
+        Py_DECREF(others);
+        return NULL;
+    }
+    PyObject *items[3] = {records, PyTuple_GET_ITEM(r[first].obj, 3), PyTuple_GET_ITEM(r[last].obj, 3)};
+    for (int k = 0; k < 3; k++) {
+        Py_INCREF(items[k]);
+        PyTuple_SET_ITEM(out, k, items[k]);
+    }
+    PyTuple_SET_ITEM(out, 3, missing);
+    PyTuple_SET_ITEM(out, 4, cuts);
+    PyTuple_SET_ITEM(out, 5, others);
+    return out;
+}
+
+static PyObject *layout(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *recs;
+    Py_ssize_t lookback;
+    if (!PyArg_ParseTuple(args, "O!n:layout", &PyList_Type, &recs, &lookback))
+        return NULL;
+    if (lookback < 1) {
+        PyErr_SetString(PyExc_ValueError, "layout: lookback must be at least 1");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(recs);
+    PyObject *out = PyList_New(0);
+    if (out == NULL || n == 0)
+        return out ? Py_BuildValue("(Nn)", out, (Py_ssize_t)0) : NULL;
+    struct rec *r = PyMem_Malloc(n * sizeof(*r));
+    Py_ssize_t *runs = NULL, *owner = NULL, *ord = NULL, *start = NULL;
+    struct by_seq *tmp = NULL;
+    Py_ssize_t nruns = 0, ninst = 0, dups = 0;
+    if (r == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(recs, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyUnicode_Check(PyTuple_GET_ITEM(t, 2))) {
+            PyErr_SetString(PyExc_TypeError, "layout: a record is a tuple (seq, type, fields, line)");
+            goto fail;
+        }
+        r[i].obj = t;
+        r[i].seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 0));
+        if (r[i].seq == (uint64_t)-1 && PyErr_Occurred())
+            goto fail;
+        r[i].line = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 3));
+        if (r[i].line == -1 && PyErr_Occurred())
+            goto fail;
+        if ((r[i].type = type_code(PyTuple_GET_ITEM(t, 1))) < 0)
+            goto fail;
+        nruns += i == 0 || r[i].seq <= r[i - 1].seq;    /* SEQ 0 or one not rising: a run */
+    }
+    if (nruns == 1) {               /* the usual case: one load, seen once */
+        PyObject *e = instance_entry(recs, r, NULL, n, 0);
+        if (e == NULL || PyList_Append(out, e) < 0) {
+            Py_XDECREF(e);
+            goto fail;
+        }
+        Py_DECREF(e);
+        goto done;
+    }
+    runs = PyMem_Malloc((nruns + 1) * sizeof(*runs));
+    owner = PyMem_Malloc(n * sizeof(*owner));
+    if (runs == NULL || owner == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0, k = 0; i < n; i++)
+        if (i == 0 || r[i].seq <= r[i - 1].seq)
+            runs[k++] = i;
+    runs[nruns] = n;
+    if (group_runs(r, n, runs, nruns, lookback, owner, &ninst, &dups) < 0)
+        goto fail;
+    /* each instance's records: in log order (a counting sort by owner), then by SEQ */
+    start = PyMem_Calloc(ninst + 1, sizeof(*start));
+    ord = PyMem_Malloc(n * sizeof(*ord));
+    tmp = PyMem_Malloc(n * sizeof(*tmp));
+    if (start == NULL || ord == NULL || tmp == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (owner[i] >= 0)
+            start[owner[i] + 1]++;
+    for (Py_ssize_t j = 0; j < ninst; j++)
+        start[j + 1] += start[j];
+    for (Py_ssize_t i = 0; i < n; i++)      /* start[j] runs to the end of instance j */
+        if (owner[i] >= 0)
+            ord[start[owner[i]]++] = i;
+    for (Py_ssize_t j = ninst; j > 0; j--)  /* start[] back to the starts */
+        start[j] = start[j - 1];
+    start[0] = 0;
+    for (Py_ssize_t j = 0; j < ninst; j++) {
+        Py_ssize_t *o = ord + start[j], m = start[j + 1] - start[j], first = o[0];
+        int sorted = 1;
+        for (Py_ssize_t k = 1; k < m && sorted; k++)
+            sorted = r[o[k]].seq > r[o[k - 1]].seq;
+        if (!sorted) {
+            for (Py_ssize_t k = 0; k < m; k++) {
+                tmp[k].seq = r[o[k]].seq;
+                tmp[k].rec = o[k];
+            }
+            qsort(tmp, m, sizeof(*tmp), cmp_seq);
+            for (Py_ssize_t k = 0; k < m; k++)
+                o[k] = tmp[k].rec;
+        }
+        PyObject *records = PyList_New(m);
+        if (records == NULL)
+            goto fail;
+        for (Py_ssize_t k = 0; k < m; k++) {
+            Py_INCREF(r[o[k]].obj);
+            PyList_SET_ITEM(records, k, r[o[k]].obj);
+        }
+        PyObject *e = instance_entry(records, r, o, m, first);
+        Py_DECREF(records);
+        if (e == NULL || PyList_Append(out, e) < 0) {
+            Py_XDECREF(e);
+            goto fail;
+        }
+        Py_DECREF(e);
+    }
+done:
+    PyMem_Free(r);
+    PyMem_Free(runs);
+    PyMem_Free(owner);
+    PyMem_Free(ord);
+    PyMem_Free(start);
+    PyMem_Free(tmp);
+    return Py_BuildValue("(Nn)", out, dups);
+fail:
+    Py_DECREF(out);
+    PyMem_Free(r);
+    PyMem_Free(runs);
+    PyMem_Free(owner);
+    PyMem_Free(ord);
+    PyMem_Free(start);
+    PyMem_Free(tmp);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(text, other_version, kmsg_rest) -> (per_module, unrecognised, prefixed, lines, "
      "rejected, untold, tagged), "
      "or None when text is not stored one byte per character."},
+    {"layout", layout, METH_VARARGS,
+     "layout(recs, lookback) -> ([(records, first_line, last_line, missing, cuts, others), ...], "
+     "duplicates): a module's records grouped into instances and cut into frames, as "
+     "kprobegen.report.frames.layout_py."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -690,6 +1413,13 @@ PyMODINIT_FUNC PyInit__logscan(void)
         if (type_strs[i] == NULL) {
             type_strs[i] = PyUnicode_InternFromString(known_types[i]);
             if (type_strs[i] == NULL)
+                return NULL;
+        }
+    }
+    for (int i = 0; i < NREASONS; i++) {
+        if (reason_strs[i] == NULL) {
+            reason_strs[i] = PyUnicode_InternFromString(reasons[i]);
+            if (reason_strs[i] == NULL)
                 return NULL;
         }
     }

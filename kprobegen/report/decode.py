@@ -44,15 +44,20 @@ def frame_results(frame) -> tuple[Results, list[str]]:
     ``frame`` is a ``kprobegen.report.frames.Frame`` (that module calls this one): its
     records, its framing problems and lost lines, and what its begin record and its
     instance's load record say. Problems found in the records make the Results incomplete."""
-    problems = list(frame.problems)
-    hooks, malformed = _read_records(frame.records, problems)
-    announced = frame.instance.hooks
+    problems = frame.problems[:]
+    records = frame.records
+    if records:
+        hooks, malformed = _read_records(records, problems)
+        warnings = _warnings(hooks)
+    else:                   # a frame of nothing but a begin or an end: nothing to read
+        hooks, malformed, warnings = {}, [], []
+    inst = frame.instance
+    announced = inst.hooks
     if frame.end is not None and frame.begin is not None and announced is not None \
             and len(hooks) != announced and not problems:
         problems.append(f"the load record announced {announced} hook(s), the frame has {len(hooks)}")
-    results = Results(frame.module, frame.instance.kernel, frame.report, frame.reason,
-                      frame.ts_ns, not problems, frame.lost_lines, problems, hooks,
-                      frame.instance.index, _warnings(hooks))
+    results = Results(frame.module, inst.kernel, frame.report, frame.reason, frame.ts_ns,
+                      not problems, frame.lost_lines, problems, hooks, inst.index, warnings)
     return results, malformed
 
 

@@ -1,11 +1,14 @@
 """An instance's records → report frames, events and load failures; conflicts between frames.
 
 A module prints each report as a frame: ``begin`` (report number, reason, timestamp, and how
-many lines the frame holds), the hook/key/hist/bucket records, ``end``. ``find_frames`` walks
-an instance's records in SEQ order and cuts them into frames, keeping a frame whose begin or
-end is gone, and reads the records between frames (``event``, ``error``, ``load``). Each
-frame's framing is checked here (begin and end agree, no SEQ missing, as many records as
-announced); its records are read into Results only when asked (``Frame.results``,
+many lines the frame holds), the hook/key/hist/bucket records, ``end``. ``cut_py`` walks an
+instance's records in SEQ order and cuts them into frames, keeping a frame whose begin or end
+is gone, and sets aside the records between frames (``event``, ``error``, ``load``);
+``layout_py`` is that after ``instances.group_py``, for every instance of a module (the C
+scanner module does the same in one call, ``_logscan.layout``). ``find_frames`` makes the
+Frames of an instance from its cuts and reads the records between them. Each frame's framing
+is checked here (begin and end agree, no SEQ missing, as many records as announced); its
+records are read into Results only when asked (``Frame.results``,
 ``kprobegen.report.decode``). Frames are kept and marked, never repaired: lines lost outside
 every frame, conflicting frames and refused lines among a frame's lines are said as problems.
 """
@@ -19,19 +22,15 @@ from operator import itemgetter
 
 from kprobegen.report.decode import FRAME_TYPES, frame_results
 from kprobegen.report.fields import need, sint, split_fields, uint, unescape
-from kprobegen.report.instances import LOAD_RE, Instance, Record, instance_span, line_span, ordered_records
+from kprobegen.report.instances import LOAD_RE, LOOKBACK, Instance, Record, group_py, line_span
 from kprobegen.report.results import Results
 
 KNOWN_TYPES = frozenset({"load", "error", "begin", "hook", "key", "hist", "bucket", "end",
                          "event"})
 
-# begin and end records as the C template prints them, by the fields _begin_end reads (a
-# value holds no space and no '=')
-_BEGIN_END_RE = {
-    ("report", "reason", "ts_ns", "lines"):
-        re.compile(r"report=([0-9]{1,19}) reason=([^ =]*) ts_ns=([0-9]{1,19}) lines=([0-9]{1,19})"),
-    ("report", "lines"): re.compile(r"report=([0-9]{1,19}) lines=([0-9]{1,19})"),
-}
+# begin and end records as the C template prints them (a value holds no space and no '=')
+_BEGIN_RE = re.compile(r"report=([0-9]{1,19}) reason=([^ =]*) ts_ns=([0-9]{1,19}) lines=([0-9]{1,19})")
+_END_RE = re.compile(r"report=([0-9]{1,19}) lines=([0-9]{1,19})")
 
 
 @dataclass
@@ -85,7 +84,7 @@ class Frame:
     ts_ns: int | None = None
     lines: int | None = None
     _results: Results | None = field(default=None, repr=False)
-    _malformed: list[str] = field(default_factory=list, repr=False)
+    _malformed: list[str] | None = field(default=None, repr=False)     # set with _results
 
     @property
     def complete(self) -> bool:
@@ -120,25 +119,30 @@ class Frame:
 
 # ------------------------------------------------------------------ cutting an instance into frames
 
-def find_frames(inst: Instance, unrecognised: dict[str, int], events: list[Event],
-                failures: list[LoadFailure], problems: list[str]) -> list[Frame]:
-    """The frames of one instance, in SEQ order. Its events and load failures go to
-    ``events`` and ``failures``; what is wrong outside its frames to ``unrecognised`` (name →
-    count) and ``problems``. Sets ``inst.missing`` (the SEQ gaps of the whole instance)."""
-    ordered, seqs = ordered_records(inst)
-    inst.missing = missing = _seq_gaps(seqs)
-    frames, others = _cut(inst, ordered, seqs)
-    second_loads = _read_others(inst, others, unrecognised, events, failures, problems)
-    if second_loads:
-        _second_loads(inst, frames, second_loads, problems)
-    if missing:
-        _lost_outside_frames(inst, frames, missing, problems)
-    return frames
+# (begin or None, end or None, the frame's own records, records of the instance in its SEQ
+# span, the begin's (report, reason, ts_ns, lines) and the end's (report, lines) when they
+# read as the C template prints them, else None): a frame as cut, before it is read
+Cut = tuple[Record | None, Record | None, list[Record], int, tuple | None, tuple | None]
 
 
-def _seq_gaps(seqs: list[int]) -> list[tuple[int, int]]:
-    """SEQ gaps [lo, hi] of an instance's SEQs, in order (the start counts: SEQ 0 is the
-    first line)."""
+def layout_py(recs: list[Record], lookback: int = LOOKBACK):
+    """A module's records (in log order) → ([(records, first_line, last_line, missing, cuts,
+    others), ...], duplicates): its instances (``instances.group_py``: records in SEQ order,
+    the log line of the run that started it, its last log line) each cut into frames
+    (``cut_py``: SEQ gaps, cuts, the records outside frames).
+
+    The reference of ``_logscan.layout``, which does the same in C."""
+    groups, dups = group_py(recs, lookback)
+    return [(records, first, last, *cut_py(records)) for records, first, last in groups], dups
+
+
+def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Cut], list[Record]]:
+    """Cut an instance's records (in SEQ order, no SEQ twice) into frames at their begin and
+    end records: (the SEQ gaps [lo, hi] of the instance, in order, the start counting: SEQ 0
+    is its first line; the frames as cut; the other records: events, load and error records,
+    and records of unknown types, which also stay in the body of a frame they lie in). A
+    frame's body record with no frame open starts a frame whose begin is gone."""
+    seqs = [r[0] for r in ordered]
     missing = []
     if seqs and (seqs[0] != 0 or seqs[-1] + 1 != len(seqs)):
         prev = -1
@@ -146,15 +150,7 @@ def _seq_gaps(seqs: list[int]) -> list[tuple[int, int]]:
             if s != prev + 1:
                 missing.append((prev + 1, s - 1))
             prev = s
-    return missing
-
-
-def _cut(inst: Instance, ordered: list[Record], seqs: list[int]) -> tuple[list[Frame], list[Record]]:
-    """Cut the records (in SEQ order) into frames at their begin and end records: (the
-    frames, the other records: events, load and error records, and records of unknown types,
-    which also stay in the body of a frame they lie in). A frame's body record with no frame
-    open starts a frame whose begin is gone."""
-    frames: list[Frame] = []
+    cuts: list[Cut] = []
     others: list[Record] = []
     in_frame = False
     begin = None
@@ -172,8 +168,7 @@ def _cut(inst: Instance, ordered: list[Record], seqs: list[int]) -> tuple[list[F
         if typ == "begin":
             if in_frame:
                 body = _body(ordered, bstart, idx, dirty)
-                frames.append(_make_frame(inst, begin, None, body,
-                                          _present(seqs, begin, body, bstart)))
+                cuts.append(_cut_of(begin, None, body, _present(seqs, begin, body, bstart)))
             in_frame = True
             begin = rec
             bstart = idx + 1
@@ -184,8 +179,8 @@ def _cut(inst: Instance, ordered: list[Record], seqs: list[int]) -> tuple[list[F
                 begin = None
                 bstart = idx
                 dirty = False
-            frames.append(_make_frame(inst, begin, rec, _body(ordered, bstart, idx, dirty),
-                                      idx - bstart + 1 + (begin is not None)))
+            cuts.append(_cut_of(begin, rec, _body(ordered, bstart, idx, dirty),
+                                idx - bstart + 1 + (begin is not None)))
             in_frame = False
             continue
         if in_frame:
@@ -193,8 +188,24 @@ def _cut(inst: Instance, ordered: list[Record], seqs: list[int]) -> tuple[list[F
         others.append(rec)
     if in_frame:
         body = _body(ordered, bstart, len(ordered), dirty)
-        frames.append(_make_frame(inst, begin, None, body, _present(seqs, begin, body, bstart)))
-    return frames, others
+        cuts.append(_cut_of(begin, None, body, _present(seqs, begin, body, bstart)))
+    return missing, cuts, others
+
+
+def _cut_of(begin: Record | None, end: Record | None, body: list[Record], present: int) -> Cut:
+    """A frame as cut, with the values of its begin and end records when they read as the C
+    template prints them (``_make_frame`` reads any other form field by field)."""
+    bv = ev = None
+    if begin is not None:
+        m = _BEGIN_RE.fullmatch(begin[2])
+        if m is not None:           # as the C template prints it
+            report, reason, ts_ns, lines = m.groups()
+            bv = (int(report), reason, int(ts_ns), int(lines))
+    if end is not None:
+        m = _END_RE.fullmatch(end[2])
+        if m is not None:
+            ev = (int(m.group(1)), int(m.group(2)))
+    return begin, end, body, present, bv, ev
 
 
 def _body(ordered: list[Record], a: int, b: int, dirty: bool) -> list[Record]:
@@ -211,9 +222,33 @@ def _present(seqs: list[int], begin: Record | None, body: list[Record], bstart: 
     return bisect_right(seqs, last[0]) - bstart + (begin is not None)
 
 
-def _read_others(inst: Instance, others: list[Record], unrecognised: dict[str, int],
-                 events: list[Event], failures: list[LoadFailure], problems: list[str]) -> list[Record]:
-    """Read the records that ``_cut`` left out of the frames, in SEQ order: events, load
+def find_frames(inst: Instance, cuts: list[Cut], others: list[Record], load_read: bool,
+                unrecognised: dict[str, int], events: list[Event], failures: list[LoadFailure],
+                problems: list[str], conflicts: list[str]) -> list[Frame]:
+    """The Frames of one instance from its cuts (``cut_py``), in SEQ order. Its events and
+    load failures (among ``others``) go to ``events`` and ``failures``; what is wrong outside
+    its frames to ``unrecognised`` (name → count) and ``problems``; two of its frames
+    claiming the same report number to ``conflicts`` (said on the frames too; the parser
+    lists these after the other problems of the module). ``load_read``: its load record was
+    read as the C template prints it (``instances.new_instance``)."""
+    frames = [_make_frame(inst, *cut) for cut in cuts]
+    where = None
+    if others:
+        second_loads = _read_others(inst, others, load_read, unrecognised, events, failures,
+                                    problems)
+        if second_loads:
+            _second_loads(inst, frames, second_loads, problems)
+    if inst.missing:
+        where = _lost_outside_frames(inst, frames, inst.missing, problems)
+    if len(frames) >= 2:
+        _same_report(inst, frames, conflicts, where)
+    return frames
+
+
+def _read_others(inst: Instance, others: list[Record], load_read: bool,
+                 unrecognised: dict[str, int], events: list[Event], failures: list[LoadFailure],
+                 problems: list[str]) -> list[Record]:
+    """Read the records that ``cut_py`` left out of the frames, in SEQ order: events, load
     failures, malformed and unknown records. Returns the load records not at SEQ 0."""
     mod = inst.module
     second_loads: list[Record] = []
@@ -230,7 +265,7 @@ def _read_others(inst: Instance, others: list[Record], unrecognised: dict[str, i
             if rec[0] != 0:
                 unrecognised["load (not at SEQ 0)"] = unrecognised.get("load (not at SEQ 0)", 0) + 1
                 second_loads.append(rec)
-            elif LOAD_RE.fullmatch(rec[2]) is None:
+            elif not load_read and LOAD_RE.fullmatch(rec[2]) is None:
                 try:
                     need(split_fields(rec[2]), "kernel", "hooks", "protocol")
                 except ValueError as e:
@@ -262,7 +297,7 @@ def _event(module: str, index: int, rec: Record) -> Event | str:
 
 
 def _where(inst: Instance) -> str:
-    return f"{inst.module}" + (f" (load #{inst.index + 1})" if inst.index else "")
+    return f"{inst.module} (load #{inst.index + 1})" if inst.index else inst.module
 
 
 def _second_loads(inst: Instance, frames: list[Frame], second_loads: list[Record],
@@ -277,104 +312,106 @@ def _second_loads(inst: Instance, frames: list[Frame], second_loads: list[Record
 
 
 def _lost_outside_frames(inst: Instance, frames: list[Frame], missing: list[tuple[int, int]],
-                         problems: list[str]) -> None:
+                         problems: list[str]) -> str | None:
     """Lines lost outside every frame (between frames, before the first, after SEQ 0); the
-    frames of an instance follow each other in SEQ order without overlapping."""
-    where = _where(inst)
-    starts = [f.first_seq for f in frames]
+    frames of an instance follow each other in SEQ order without overlapping, and so do the
+    gaps. Returns ``_where(inst)`` when it was needed, else None."""
+    where = None
+    k = -1                                          # the last frame starting before lo
+    nf = len(frames)
     for lo, hi in missing:
-        k = bisect_right(starts, lo - 1) - 1        # the last frame starting before lo
-        if not (k >= 0 and frames[k].first_seq < lo and hi < frames[k].last_seq):
-            what = f"SEQ {lo}" if lo == hi else f"SEQ {lo}..{hi}"
-            if lo == 0:
-                problems.append(f"{where}: {what} not in the log ({hi - lo + 1} line(s) from "
-                                f"the module's load on are missing: log wrapped or cut)")
-            else:
-                problems.append(f"{where}: {what} missing ({hi - lo + 1} line(s) lost)")
+        while k + 1 < nf and frames[k + 1].first_seq < lo:
+            k += 1
+        if k >= 0 and hi < frames[k].last_seq:      # inside frame k
+            continue
+        if where is None:
+            where = _where(inst)
+        what = f"SEQ {lo}" if lo == hi else f"SEQ {lo}..{hi}"
+        if lo == 0:
+            problems.append(f"{where}: {what} not in the log ({hi - lo + 1} line(s) from "
+                            f"the module's load on are missing: log wrapped or cut)")
+        else:
+            problems.append(f"{where}: {what} missing ({hi - lo + 1} line(s) lost)")
+    return where
 
 
 # ------------------------------------------------------------------ one frame
 
+_BEGIN_FIELDS = ("report", "reason", "ts_ns", "lines")
+_END_FIELDS = ("report", "lines")
+
+
 def _make_frame(inst: Instance, begin: Record | None, end: Record | None, body: list[Record],
-                present: int) -> Frame:
-    """A frame from its records; ``present``: how many records of the instance lie in its SEQ span."""
+                present: int, bv: tuple | None, ev: tuple | None) -> Frame:
+    """A frame from its cut (``Cut``). Reads its report number, reason, timestamp and line
+    count from its begin record (else its end record); a begin and an end that disagree are a
+    problem. (Once per frame, and some logs hold as many frames as lines: written for speed.)"""
     problems: list[str] = []
-    first = begin or (body[0] if body else end)
-    last = end or (body[-1] if body else begin)
-    first_seq, last_seq = first[0], last[0]
-    f = Frame(inst.module, inst, begin, end, body, first_seq, last_seq,
-              min(first[3], last[3]),
-              problems, 0)
-    _read_begin_end(f, begin, end, problems)
+    report = reason = ts_ns = lines = None
+    if begin is not None:
+        if bv is None:              # not as the template prints it: read field by field
+            bv = _begin_end(begin, _BEGIN_FIELDS)
+            if type(bv) is str:
+                problems.append(bv)
+                bv = None
+        if bv is not None:
+            report, reason, ts_ns, lines = bv
+        first = begin
+    else:
+        first = body[0] if body else end
+    if end is not None:
+        if ev is None:
+            ev = _begin_end(end, _END_FIELDS)
+        if type(ev) is str:
+            problems.append(ev)
+        elif bv is None:
+            report, lines = ev
+        elif ev[0] != report or ev[1] != lines:
+            problems.append(f"begin says report={report} lines={lines} but end says "
+                            f"report={ev[0]} lines={ev[1]}")
+        last = end
+    else:
+        last = body[-1] if body else begin
+    first_seq = first[0]
+    last_seq = last[0]
     # lost lines: SEQ gaps inside the frame, and whatever the stated line count misses
-    gaps = last_seq - first_seq + 1 - present
+    lost = gaps = last_seq - first_seq + 1 - present
     if gaps:
         problems.append(f"{gaps} line(s) missing between SEQ {first_seq} and {last_seq}")
     if begin is None:
         problems.append("no begin record (the frame's start is not in the log)")
+        lost += 1
     if end is None:
-        problems.append("no end record (the frame's end is not in the log: cut, lost, or "
-                        "the module was still reporting)")
-    n = len(body)
-    expected = f.lines
-    lost = gaps
-    if expected is not None:
-        short = expected - n
-        if short > 0:
-            if not gaps:
-                problems.append(f"lines={expected} but {n} record(s) in the frame")
-            lost = max(lost, short)
-        elif short < 0:
-            problems.append(f"lines={expected} but {n} record(s) in the frame "
-                            f"({-short} more than stated)")
-    lost += (begin is None) + (end is None)
-    f.lost_lines = lost
-    return f
+        problems.append(_NO_END)
+        lost += 1
+    if lines is not None:
+        n = len(body)
+        if lines != n:
+            if lines > n:
+                if not gaps:
+                    problems.append(f"lines={lines} but {n} record(s) in the frame")
+                if lines - n > gaps:
+                    lost += lines - n - gaps
+            else:
+                problems.append(f"lines={lines} but {n} record(s) in the frame "
+                                f"({n - lines} more than stated)")
+    first_line = first[3]
+    if last[3] < first_line:
+        first_line = last[3]
+    return Frame(inst.module, inst, begin, end, body, first_seq, last_seq, first_line, problems,
+                 lost, report, reason, ts_ns, lines, None, None)
 
 
-def _read_begin_end(f: Frame, begin: Record | None, end: Record | None, problems: list[str]) -> None:
-    """The frame's report number, reason, timestamp and line count from its begin record
-    (else its end record); a begin and an end that disagree are a problem."""
-    b = e = None
-    if begin is not None:
-        b = _begin_end(begin, ("report", "reason", "ts_ns", "lines"))
-        if isinstance(b, str):
-            problems.append(b)
-            b = None
-        else:
-            f.report, f.reason, f.ts_ns, f.lines = b["report"], b["reason"], b["ts_ns"], b["lines"]
-    if end is not None:
-        e = _begin_end(end, ("report", "lines"))
-        if isinstance(e, str):
-            problems.append(e)
-            e = None
-        else:
-            if b is None:
-                f.report, f.lines = e["report"], e["lines"]
-            elif (e["report"], e["lines"]) != (b["report"], b["lines"]):
-                problems.append(f"begin says report={b['report']} lines={b['lines']} but end says "
-                                f"report={e['report']} lines={e['lines']}")
+_NO_END = ("no end record (the frame's end is not in the log: cut, lost, or the module was "
+           "still reporting)")
 
 
-def _begin_end(rec: Record, fields: tuple[str, ...]) -> dict | str:
-    """The ``fields`` of a begin or end record, or what is wrong with it."""
-    fast = _BEGIN_END_RE.get(fields)
-    if fast is not None:        # the record exactly as the C template prints it
-        m = fast.fullmatch(rec[2])
-        if m is not None:
-            if len(fields) == 2:
-                report, lines = m.groups()
-                return {"report": int(report), "lines": int(lines)}
-            report, reason, ts_ns, lines = m.groups()
-            return {"report": int(report), "reason": reason, "ts_ns": int(ts_ns),
-                    "lines": int(lines)}
+def _begin_end(rec: Record, fields: tuple[str, ...]) -> tuple | str:
+    """The ``fields`` of a begin or end record read from its fields (``reason`` as text, the
+    others as numbers), or what is wrong with it."""
     try:
-        d = split_fields(rec[2])
-        vals = need(d, *fields)
-        out = {}
-        for k, v in zip(fields, vals):
-            out[k] = v if k == "reason" else uint(v)
-        return out
+        vals = need(split_fields(rec[2]), *fields)
+        return tuple(v if k == "reason" else uint(v) for k, v in zip(fields, vals))
     except ValueError as e:
         return f"{rec[1]} record at SEQ {rec[0]} (log line {rec[3]}) is malformed: {e}"
 
@@ -388,37 +425,58 @@ def line_list(lines: list[int]) -> str:
         f" and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 
-def flag_conflicts(module: str, insts: list[tuple[Instance, list[Frame]]], problems: list[str]) -> None:
+def flag_conflicts(module: str, insts: list[tuple[int, int, Instance, list[Frame]]],
+                   problems: list[str]) -> None:
     """Lines that cannot all be the module's: say so on every frame concerned, never pick one.
+    ``insts``: (first log line, last log line, instance, its frames) of each instance of the
+    module, in order of first appearance.
 
-    - two frames of one load claiming the same report number;
-    - two loads of the module whose lines interleave in the log (a module is loaded once at a
-      time: its next load prints after the last line of the one before)."""
-    for inst, frs in insts:
-        if len(frs) >= 2:
-            _same_report(inst, frs, problems)
+    Two loads of the module whose lines interleave in the log (a module is loaded once at a
+    time: its next load prints after the last line of the one before). (Two frames of one load
+    claiming the same report number: ``find_frames``.)"""
     if len(insts) >= 2:
         _interleaved(module, insts, problems)
 
 
-def _same_report(inst: Instance, frs: list[Frame], problems: list[str]) -> None:
-    by_report: dict[int, list[Frame]] = {}
-    for f in frs:
-        if f.report is not None:
-            by_report.setdefault(f.report, []).append(f)
+def _same_report(inst: Instance, frs: list[Frame], problems: list[str],
+                 where: str | None = None) -> None:
+    """Two frames of one load claiming the same report number: a module prints each once."""
+    if len(frs) == 2:               # the usual case: two different report numbers
+        a, b = frs
+        rep = a.report
+        if rep is None or rep != b.report:
+            return
+        # (what the general case below says, in one step)
+        what = (f"2 frames of one load claim report {rep} (SEQ {a.first_seq}..{a.last_seq}, "
+                f"SEQ {b.first_seq}..{b.last_seq}): a module prints each report once, so some "
+                f"of these lines were not printed by it")
+        problems.append(f"{where or _where(inst)}: {what}")
+        a.problems.append(what)
+        b.problems.append(what)
+        return
+    else:
+        reports = [f.report for f in frs]
+        if len(set(reports)) == len(reports):
+            return                  # no report number twice
+        by_report: dict[int, list[Frame]] = {}
+        for f in frs:
+            if f.report is not None:
+                by_report.setdefault(f.report, []).append(f)
     for rep, same in by_report.items():
         if len(same) > 1:
-            spans = ", ".join(f"SEQ {f.first_seq}..{f.last_seq}" for f in same[:5])
+            spans = ", ".join([f"SEQ {f.first_seq}..{f.last_seq}" for f in same[:5]])
             what = (f"{len(same)} frames of one load claim report {rep} ({spans}): a module "
                     f"prints each report once, so some of these lines were not printed by it")
-            problems.append(f"{_where(inst)}: {what}")
+            if where is None:
+                where = _where(inst)
+            problems.append(f"{where}: {what}")
             for f in same:
                 f.problems.append(what)
 
 
-def _interleaved(module: str, insts: list[tuple[Instance, list[Frame]]], problems: list[str]) -> None:
-    spans = [(*instance_span(inst), inst, frs) for inst, frs in insts]
-    spans.sort(key=itemgetter(0))
+def _interleaved(module: str, insts: list[tuple[int, int, Instance, list[Frame]]],
+                 problems: list[str]) -> None:
+    spans = sorted(insts, key=itemgetter(0))
     reach = spans[0]                    # the instance reaching furthest down the log so far
     flagged: set[int] = set()
     for cur in spans[1:]:

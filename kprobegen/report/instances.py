@@ -3,9 +3,11 @@ duplicate lines dropped.
 
 A module numbers every line it prints from SEQ 0 at its load, so the records of one load
 rise; a log may hold several loads of one module, the same lines twice (two captures
-joined), or lines out of order. ``find_instances`` cuts a module's records into runs and
-decides for each run which load it belongs to; the loads are then cut into frames
-(``kprobegen.report.frames``).
+joined), or lines out of order. ``group_py`` cuts a module's records into runs and decides
+for each run which load it belongs to; the loads are then cut into frames
+(``kprobegen.report.frames``). The C scanner module does both steps in one call
+(``_logscan.layout``, used by ``kprobegen.report.parse``); ``group_py`` and
+``frames.cut_py`` are its reference (tests/test_logscan.py) and its fallback.
 """
 
 from __future__ import annotations
@@ -51,54 +53,68 @@ class Instance:
         return sum(hi - lo + 1 for lo, hi in self.missing)
 
 
-class _Ordered(list):
-    """An instance's records in SEQ order, no SEQ twice (one rising run of lines): the
-    ``Instance.records`` dict is built from it only when someone reads it."""
-
-    __slots__ = ()
-
-
 def _instance_records(self) -> dict[int, Record]:
-    recs = self.__dict__["_records"]
-    if type(recs) is _Ordered:
-        recs = self.__dict__["_records"] = dict(zip(map(SEQ, recs), recs))
+    recs = self._records
+    if type(recs) is list:          # as grouped: the records in SEQ order
+        recs = self._records = dict(zip(map(SEQ, recs), recs))
     return recs
 
 
 def _set_instance_records(self, recs) -> None:
-    self.__dict__["_records"] = recs
+    self._records = recs
 
 
-# after @dataclass: its __init__, __eq__ and asdict() go through the property
+# after @dataclass: its __init__, __eq__ and asdict() go through the property. The parser
+# hands it the instance's records as a list in SEQ order (no SEQ twice); the dict is built
+# from that list only when someone reads it.
 Instance.records = property(_instance_records, _set_instance_records,
-                            doc="SEQ → record (duplicates dropped)")
+                            doc="SEQ → record (duplicates dropped), in SEQ order")
 
 
-def ordered_records(inst: Instance) -> tuple[list[Record], list[int]]:
-    """The records of an instance in SEQ order, and their SEQs (without building the
-    ``records`` dict of an instance seen as one run)."""
-    recmap = inst.__dict__["_records"]
-    if type(recmap) is _Ordered:
-        return recmap, list(map(SEQ, recmap))
-    seqs = sorted(recmap)
-    return list(map(recmap.__getitem__, seqs)), seqs
+def new_instance(module: str, index: int, records: list[Record], first_line: int,
+                 missing: list[tuple[int, int]]) -> tuple[Instance, bool]:
+    """An instance from its records (a list in SEQ order, no SEQ twice, not empty), with the
+    kernel and the number of hooks read from its load record: (the instance, whether its load
+    record is at SEQ 0 and reads as the C template prints it).
+
+    Once per load, and a log may hold as many loads as lines: the Instance is made without
+    its dataclass ``__init__`` (the same attributes, in the same order)."""
+    kernel = hooks = None
+    read = False
+    load = records[0]
+    if load[0] == 0 and load[1] == "load":
+        m = LOAD_RE.fullmatch(load[2])
+        if m is not None:       # as the C template prints it
+            kernel, hooks = m.group(1, 2)
+            if "\\" in kernel:
+                kernel = kernel_release(kernel)
+            hooks = int(hooks)
+            read = True
+        else:
+            try:
+                d = split_fields(load[2])
+                kernel = kernel_release(d["kernel"]) if "kernel" in d else None
+                hooks = uint(d["hooks"]) if "hooks" in d else None
+            except ValueError:
+                pass
+    inst = _new_object(Instance)
+    inst.module = module
+    inst.index = index
+    inst._records = records
+    inst.first_line = first_line
+    inst.kernel = kernel
+    inst.hooks = hooks
+    inst.missing = missing
+    return inst, read
+
+
+_new_object = object.__new__
 
 
 def line_span(recs) -> tuple[int, int]:
     """The first and the last log line of some records."""
     lines = list(map(LINE, recs))
     return min(lines), max(lines)
-
-
-def instance_span(inst: Instance) -> tuple[int, int]:
-    """The first and the last log line of an instance's records."""
-    recs = inst.__dict__["_records"]
-    if type(recs) is _Ordered:
-        return recs[0][3], recs[-1][3]
-    if len(recs) == 1:
-        line = next(iter(recs.values()))[3]
-        return line, line
-    return line_span(recs.values())
 
 
 def _split_runs(recs):
@@ -145,9 +161,10 @@ def _compatible(inst: dict, run) -> tuple[bool, int]:
 LOOKBACK = 16
 
 
-def find_instances(module: str, recs) -> tuple[list[Instance], int]:
-    """Group a module's records into instances (loads) and drop duplicate lines: (the
-    instances in order of first appearance, how many duplicates were dropped).
+def group_py(recs, lookback: int = LOOKBACK) -> tuple[list[tuple[list[Record], int, int]], int]:
+    """Group a module's records (in log order) into instances (loads) and drop duplicate
+    lines: ([(the instance's records in SEQ order, the log line of the run that started it,
+    its last log line), ...] in order of first appearance, how many duplicates were dropped).
 
     A run joins an earlier instance when none of its SEQs holds different text there:
     - a run that starts at SEQ 0 (a `load`, or an `error` of a failed load) is a new
@@ -162,9 +179,15 @@ def find_instances(module: str, recs) -> tuple[list[Instance], int]:
 
     The instances tried for a run are those holding one of its lines (an index of every
     line: the latest instance holding it) and, for a run not from SEQ 0, the latest
-    ``LOOKBACK`` ones; newest first, at most ``2 * LOOKBACK`` in all: linear in the log
+    ``lookback`` ones; newest first, at most ``2 * lookback`` in all: linear in the log
     whatever it holds.
+
+    The reference of ``_logscan.layout``'s grouping (which does this in C).
     """
+    runs = _split_runs(recs)
+    if len(runs) == 1:                  # the usual case: one load, seen once
+        run = runs[0]
+        return [(run, run[0][3], max(map(LINE, run)))], 0
     insts: list[dict[int, Record]] = []
     first_lines: list[int] = []
     dups = 0
@@ -177,14 +200,13 @@ def find_instances(module: str, recs) -> tuple[list[Instance], int]:
             # a run from SEQ 0 joins only an instance it shares a line with (see below);
             # any other run may continue one it shares nothing with
             n = len(insts)
-            found.update(range(max(n - LOOKBACK, 0), n))
-        return sorted(found, reverse=True)[:2 * LOOKBACK]
+            found.update(range(max(n - lookback, 0), n))
+        return sorted(found, reverse=True)[:2 * lookback]
 
     def hold(idx: int, run) -> None:
         for r in run:
             held[(r[0], r[1], r[2].rstrip())] = idx
 
-    runs = _split_runs(recs)
     for run in runs:
         target = None
         starts_at_zero = run[0][0] == 0
@@ -203,10 +225,6 @@ def find_instances(module: str, recs) -> tuple[list[Instance], int]:
             target = idx
             break
         if target is None:
-            if not insts and len(runs) == 1:     # the usual case: one load, seen once
-                insts.append(_Ordered(run))
-                first_lines.append(run[0][3])
-                break
             insts.append(dict(zip(map(SEQ, run), run)))
             first_lines.append(run[0][3])
             hold(len(insts) - 1, run)
@@ -219,30 +237,7 @@ def find_instances(module: str, recs) -> tuple[list[Instance], int]:
                 inst[r[0]] = r
         hold(target, run)
     out = []
-    for idx, recmap in enumerate(insts):
-        inst = Instance(module, idx, recmap, first_lines[idx])
-        _read_load(inst, recmap)
-        out.append(inst)
+    for recmap, first_line in zip(insts, first_lines):
+        ordered = [recmap[s] for s in sorted(recmap)]
+        out.append((ordered, first_line, max(map(LINE, ordered))))
     return out, dups
-
-
-def _read_load(inst: Instance, recmap) -> None:
-    """The kernel and the number of hooks from the instance's load record (at SEQ 0), when
-    it is there; fields that cannot be read stay None (the frames say what is wrong)."""
-    if type(recmap) is _Ordered:
-        load = recmap[0] if recmap[0][0] == 0 else None
-    else:
-        load = recmap.get(0)
-    if load is None or load[1] != "load":
-        return
-    m = LOAD_RE.fullmatch(load[2])
-    if m is not None:       # as the C template prints it
-        inst.kernel = kernel_release(m.group(1))
-        inst.hooks = int(m.group(2))
-        return
-    try:
-        d = split_fields(load[2])
-        inst.kernel = kernel_release(d["kernel"]) if "kernel" in d else None
-        inst.hooks = uint(d["hooks"]) if "hooks" in d else None
-    except ValueError:
-        pass

@@ -3,6 +3,10 @@
 scan (the protocol lines, by module) → instances (loads, duplicates dropped) → frames
 (framing checked, events, load failures, conflicts) → Results, when asked for
 (``LogParse.results``, decoded frame by frame).
+
+Where the C scanner module is built, it also groups each module's records into instances and
+cuts them into frames (``_logscan.layout``; its reference is ``frames.layout_py``): the
+Python here makes the Instances and Frames from what it found.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import gc
 from contextlib import contextmanager
 
 from kprobegen.errors import ReportError
-from kprobegen.report.frames import (Event, Frame, LoadFailure, find_frames, flag_conflicts, line_list,
-                                     name_refused_lines)
-from kprobegen.report.instances import Instance, find_instances
+from kprobegen.report import scan as scanning
+from kprobegen.report.frames import (Event, Frame, LoadFailure, find_frames, flag_conflicts, layout_py,
+                                     line_list, name_refused_lines)
+from kprobegen.report.instances import LOOKBACK, Instance, new_instance
 from kprobegen.report.results import Results
 from kprobegen.report.scan import scan
 
@@ -55,9 +60,10 @@ class LogParse:
         out = dict(self._unrecognised)
         with _no_gc():
             for f in self.frames:
-                f.results()
+                if f._results is None:
+                    f.results()
         for f in self.frames:
-            for typ in f.malformed:
+            for typ in f._malformed:        # Frame.malformed, once its Results are made
                 key = f"{typ} (malformed)"
                 out[key] = out.get(key, 0) + 1
         return out
@@ -76,7 +82,7 @@ class LogParse:
         Raises ReportError when there is nothing to return (for the default, when no
         complete report exists), with what was found instead.
         """
-        frames = [f for f in self.frames if module is None or f.module == module]
+        frames = self.frames if module is None else [f for f in self.frames if f.module == module]
         if all:
             if not frames:
                 raise ReportError(self._nothing(module))
@@ -164,20 +170,32 @@ def _parse_log(text: str | bytes) -> LogParse:
     for why, where in rejected.items():
         problems.append(f"{len(where)} protocol line(s) not used, {why}: {line_list(where)}")
     dups = 0
+    lib = scanning.logscan
     for module, recs in per_module.items():
-        insts, d = find_instances(module, recs)
+        # the module's instances, each cut into frames: in C where it is built
+        found, d = lib.layout(recs, LOOKBACK) if lib is not None else layout_py(recs)
         dups += d
         mine = []
-        for inst in insts:
+        conflicts: list[str] = []       # said after the module's other problems
+        for index, (records, first_line, last_line, missing, cuts, others) in enumerate(found):
+            inst, load_read = new_instance(module, index, records, first_line, missing)
             instances.append(inst)
-            fr = find_frames(inst, unrecognised, events, failures, problems)
-            mine.append((inst, fr))
-            frames.extend(fr)
+            if cuts or missing or len(others) > load_read:
+                fr = find_frames(inst, cuts, others, load_read, unrecognised, events, failures,
+                                 problems, conflicts)
+                frames += fr
+            else:
+                fr = []         # nothing but its load record, read: nothing more to do
+            mine.append((first_line, last_line, inst, fr))
+        problems += conflicts
         flag_conflicts(module, mine, problems)
     if refused:
         name_refused_lines(frames, sorted(refused))
-    frames.sort(key=lambda f: (f.instance.first_line, f.first_seq))
-    instances.sort(key=lambda i: i.first_line)
+    if len(per_module) > 1:
+        # one module's instances (and their frames) are in the order of their first lines
+        # already; several modules' are merged
+        frames.sort(key=lambda f: (f.instance.first_line, f.first_seq))
+        instances.sort(key=lambda i: i.first_line)
     events.sort(key=lambda e: e.line)
     return LogParse(frames, unrecognised, events, instances, failures, problems, dups,
                     nlines, nprefixed, rejected, untold, _notes(untold, tagged))

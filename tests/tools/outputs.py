@@ -975,7 +975,7 @@ def misc_cases(runner: Runner, specs: Path, example: str, release: str) -> list[
     (bad / "noise.log").write_text("just\nsome\nnoise kprobegen/9 m 0 what\n")
     missing = str(bad / "missing.yaml")
     afile = str(bad / "afile")
-    jobs: list[Case | list] = []
+    jobs: list[Case] = []
 
     def add(name: str, argv: list[str], **kw) -> None:
         jobs.append(Case(name, argv, **kw))
@@ -1277,7 +1277,7 @@ def main() -> int:
     elapsed = time.monotonic() - started
     timeouts = sum(1 for n in names if (out / n / "rc").read_text().startswith("timeout"))
     print(f"{len(names)} cases ({len(examples)} examples, {len(generated)} generated specs, {len(logs)} logs, "
-          f"{sum(len(j) for j in jobs if j[0].name.startswith('build.'))} builds{f', {timeouts} TIMEOUTS' if timeouts else ''}) "
+          f"{sum(len(j) for j in jobs if j[0].name.startswith('build.'))} build cases{f', {timeouts} TIMEOUTS' if timeouts else ''}) "
           f"from {checkout} in {out} in {elapsed:.0f} s", flush=True)
     return 0
 
