@@ -18,7 +18,6 @@ import socketserver
 import struct
 import sys
 import threading
-import time
 from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler

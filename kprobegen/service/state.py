@@ -14,7 +14,6 @@ same state dir refuses to start.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
