@@ -426,6 +426,12 @@ def _boot_init(kernel: Kernel, init: dict, *, mods=(), add=(), **options) -> tup
     return s, t_written
 
 
+def _require_kernel(kernel) -> None:
+    """A caller's mistake said at the entry, not as an AttributeError deep in a boot."""
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"expected a kprobegen.kernels.Kernel (find_kernel(release) makes one), got {kernel!r}")
+
+
 # -- the public entry points -------------------------------------------------------------
 
 def run(kernel: Kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[Path, str]] = (),
@@ -439,6 +445,7 @@ def run(kernel: Kernel, modules: list[Path], cmd: list[str], *, add: list[tuple[
     to load stops the loading (later modules are not tried, the workload does not run), and
     everything already loaded is unloaded.
     """
+    _require_kernel(kernel)
     t0 = time.monotonic()
     mods = []
     for p in modules:
@@ -535,6 +542,7 @@ def capture_profile(kernel: Kernel, timeout: float = 180.0, *, accel: str | None
     {"kallsyms": /proc/kallsyms, "blacklist": /sys/kernel/debug/kprobes/blacklist,
      "config": /proc/config.gz decompressed, or b"" when the kernel has no IKCONFIG}
     """
+    _require_kernel(kernel)
     init = dict(profile=True, oracles=[], module_names=[], cmd="true", log_forms=False)
     s, _ = _boot_init(kernel, init, timeout=timeout, accel=accel, progress=progress)
     missing = [k for k in ("kallsyms", "blacklist", "config") if k not in s.blobs]

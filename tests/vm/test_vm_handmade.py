@@ -153,8 +153,8 @@ def test_qemu_does_not_outlive_a_killed_runner(kernel, tmp_path):
     import sys
 
     env = {**os.environ, "KPROBEGEN_CACHE": str(tmp_path)}   # the run's files, hence qemu's argv, under tmp_path
-    code = ("import sys; from kprobegen.vm import run; "
-            "run(sys.argv[1], [], ['sleep', '1000'], timeout=300, accel='tcg')")
+    code = ("import sys; from kprobegen.kernels import find_kernel; from kprobegen.vm import run; "
+            "run(find_kernel(sys.argv[1]), [], ['sleep', '1000'], timeout=300, accel='tcg')")
     runner = subprocess.Popen([sys.executable, "-c", code, kernel.release], env=env,
                               cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     try:
