@@ -1375,16 +1375,10 @@ done:
     PyMem_Free(ord);
     PyMem_Free(start);
     PyMem_Free(tmp);
-    return Py_BuildValue("(Nn)", out, dups);
+    return out == NULL ? NULL : Py_BuildValue("(Nn)", out, dups);
 fail:
-    Py_DECREF(out);
-    PyMem_Free(r);
-    PyMem_Free(runs);
-    PyMem_Free(owner);
-    PyMem_Free(ord);
-    PyMem_Free(start);
-    PyMem_Free(tmp);
-    return NULL;
+    Py_CLEAR(out);      /* one cleanup path: the buffers are freed at done */
+    goto done;
 }
 
 static PyMethodDef methods[] = {
