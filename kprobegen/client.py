@@ -129,13 +129,53 @@ class Client:
     def snapshot_all(self) -> dict:
         return self._call("GET", "/v1/snapshot")
 
-    def events(self, since: int = 0) -> dict:
-        return self._call("GET", f"/v1/events?since={int(since)}")
+    def events(self, since: int = 0, wait: float = 0.0) -> dict:
+        """The events after ``since``; with ``wait`` (at most 60 s), wait that long for one."""
+        query = f"since={int(since)}" + (f"&wait={float(wait):g}" if wait else "")
+        return self._call("GET", f"/v1/events?{query}")
+
+    def wait_for(self, kind: str, module: str | None = None, since: int = 0, timeout: float = 60.0) -> dict:
+        """The first event of ``kind`` (and ``module``) after ``since``, waiting up to ``timeout``
+        seconds for it; ServiceError if it does not come."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            got = self.events(since, wait=max(0.0, min(left, 60.0)))
+            for event in got["events"]:
+                if event["kind"] == kind and (module is None or event["module"] == module):
+                    return event
+            since = got["next"]
+            if time.monotonic() >= deadline:
+                raise ServiceError(None, f"no {kind} event{f' of {module}' if module else ''} in {timeout:g} s")
 
     def load(self, *, spec: str | None = None, spec_path: str | Path | None = None,
-             ko_path: str | Path | None = None) -> dict:
-        body = {k: str(v) for k, v in (("spec", spec), ("spec_path", spec_path), ("ko_path", ko_path)) if v is not None}
+             ko_path: str | Path | None = None, lifetime: str | None = None,
+             time_limit_s: float | None = None) -> dict:
+        """Load a spec (its text, or a path the service can read) or a .ko on the service's
+        machine. ``lifetime="client"``: unloaded when this process exits; ``time_limit_s``:
+        unloaded after that long (its final counts stay in the record)."""
+        body: dict = {k: str(v) for k, v in (("spec", spec), ("spec_path", spec_path), ("ko_path", ko_path))
+                      if v is not None}
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        if time_limit_s is not None:
+            body["time_limit_s"] = time_limit_s
         return self._call("POST", "/v1/modules", body)
+
+    def upload(self, name: str, ko: bytes | str | Path, *, lifetime: str | None = None,
+               time_limit_s: float | None = None) -> dict:
+        """Send a .ko (its bytes, or a file here) to the service and load it there."""
+        data = ko if isinstance(ko, bytes) else Path(ko).read_bytes()
+        query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in (("lifetime", lifetime),
+                                                                       ("time_limit_s", time_limit_s))
+                         if v is not None)
+        path = f"/v1/modules/{quote(name, safe='')}" + (f"?{query}" if query else "")
+        status, answer = self.request("PUT", path, raw=data, headers={"Content-Type": "application/octet-stream"})
+        if status >= 400:
+            raise ServiceError(status, str(answer.get("error", answer)))
+        return answer
 
     def unload(self, name: str) -> dict:
         return self._call("DELETE", f"/v1/modules/{quote(name, safe='')}")

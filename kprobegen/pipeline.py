@@ -242,9 +242,9 @@ def module_report(log: LogParse, module: str) -> tuple[list[Results], str | None
         return [frames[-1].results()], str(exc)
 
 
-def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> "host.LoadedModule":
-    """Check the spec's symbols against the running kernel, build it against the running
-    kernel's headers, and insmod it (host mode). The module stays loaded."""
+def build_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> BuiltModule:
+    """Check the spec's symbols against the running kernel and build it against the running
+    kernel's headers (host mode's build step; the manager service runs it outside its lock)."""
     from kprobegen import host
     from kprobegen.spec import load_spec
 
@@ -264,9 +264,18 @@ def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> 
     for hook in spec.hooks:
         profile.check(hook.symbol)
     say(f"building {spec.module} against {tree}")
-    built = build_module(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
-    say(f"loading {built.ko}")
-    return host.load_ko(built.ko, spec=spec_path)
+    return build_module(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
 
 
-__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "module_report", "load_on_host", "VMError"]
+def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> "host.LoadedModule":
+    """Check the spec's symbols against the running kernel, build it against the running
+    kernel's headers, and insmod it (host mode). The module stays loaded."""
+    from kprobegen import host
+
+    built = build_on_host(spec_path, progress=progress)
+    if progress:
+        progress(f"loading {built.ko}")
+    return host.load_ko(built.ko, spec=spec_path, loading_checked=True)
+
+
+__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "module_report", "build_on_host", "load_on_host", "VMError"]

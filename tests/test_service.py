@@ -19,7 +19,8 @@ from kprobegen import host
 from kprobegen.client import Client
 from kprobegen.service import Running, json_schema
 from kprobegen.service import state as state_mod
-from kprobegen.service.models import MAX_BODY
+from kprobegen.service.events import EventLog
+from kprobegen.service.models import MAX_BODY, MAX_UPLOAD
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,8 @@ def kernel(monkeypatch):
     monkeypatch.setattr(host, "load_ko", load_ko)
     monkeypatch.setattr(host, "snapshot", snapshot)
     monkeypatch.setattr(host, "unload", unload)
+    monkeypatch.setattr(host, "final_report", lambda name: None)
+    monkeypatch.setattr(host, "cannot_load", lambda: None)
     return loaded
 
 
@@ -97,6 +100,20 @@ HOSTILE = [
     ("GET", "/v2/health", None, 404, "/v1/"),
     ("POST", "/v1/modules", b"x" * (MAX_BODY + 1), 413, "over the limit"),
     ("POST", "/v1/modules", b"x" * (4 * MAX_BODY), 413, "over the limit"),
+    ("POST", "/v1/modules", b'{"ko_path": "/x/a.ko", "time_limit_s": NaN}', 422, "time_limit_s:"),
+    ("POST", "/v1/modules", b'{"ko_path": "/x/a.ko", "time_limit_s": -1}', 422, "time_limit_s: Input should be greater than 0"),
+    ("POST", "/v1/modules", b'{"ko_path": "/x/a.ko", "time_limit_s": 1e12}', 422, "time_limit_s: Input should be less"),
+    ("POST", "/v1/modules", b'{"ko_path": "/x/a.ko", "lifetime": "forever"}', 422, "lifetime: Input should be"),
+    ("PUT", "/v1/modules/m", b"#!/bin/sh\nreboot\n", 422, "not a kernel module (no ELF header)"),
+    ("PUT", "/v1/modules/m", b"\x7fELF\x02" + b"\xff" * 200, 409, "not a well-formed ELF"),
+    ("PUT", "/v1/modules/m?lifetime=client&lifetime=client", b"\x7fELF", 400, "given 2 times"),
+    ("PUT", "/v1/modules/m?time_limit_s=nan", b"\x7fELF", 422, "time_limit_s:"),
+    ("PUT", "/v1/modules/m?reboot=1", b"\x7fELF", 422, "reboot: unknown field"),
+    ("PUT", "/v1/modules/..%2Fm", b"\x7fELF", 400, "is not a module name"),
+    ("PUT", "/v1/modules/m", b"x" * (MAX_UPLOAD + 1), 413, "over the limit"),
+    ("GET", "/v1/events?wait=nan", None, 400, "wait must be between"),
+    ("GET", "/v1/events?wait=61", None, 400, "wait must be between"),
+    ("GET", "/v1/events?sinse=3", None, 400, "unknown query parameter 'sinse'"),
 ]
 
 
@@ -109,6 +126,7 @@ def test_hostile_requests_get_a_4xx_and_a_reason_and_nothing_loads(service, kern
         assert kernel == {} and c.modules() == []
         assert c.health()["status"] == "ok"        # still serving, on a new connection if need be
     assert not list(service.service.state_dir.glob("specs/*"))    # a refused inline spec is not kept
+    assert not list(service.service.state_dir.glob("modules/*"))  # nor a refused upload
 
 
 def test_a_body_without_length_and_a_garbage_request_line(service):
@@ -240,3 +258,87 @@ def test_a_refused_request_with_a_body_does_not_poison_the_connection(service, k
     with rw(service) as c:          # and on a kept-alive connection, after a refusal with a body
         assert c.request("GET", "/v1/health", raw=b"{}")[0] == 400
         assert c.request("GET", "/v1/health")[0] == 200
+
+
+def test_events_are_numbered_for_good_and_survive_a_restart(kernel, tmp_path):
+    state = tmp_path / "state"
+    for _ in range(2):
+        running = Running(tmp_path / "run", state, group=None)
+        running.close()
+    running = Running(tmp_path / "run", state, group=None)
+    try:
+        with rw(running) as c:
+            got = c.events()
+            assert [(e["seq"], e["kind"]) for e in got["events"]] == [
+                (1, "started"), (2, "stopped"), (3, "started"), (4, "stopped"), (5, "started")]
+            assert (got["next"], got["oldest"], got["missed"]) == (5, 1, False)
+            assert [e["seq"] for e in c.events(since=3)["events"]] == [4, 5]
+            assert c.events(since=5)["events"] == []
+    finally:
+        running.close()
+
+
+def test_a_waiting_client_gets_the_next_event_as_it_happens(service, kernel):
+    import threading
+
+    with rw(service) as c:
+        since = c.events()["next"]
+    got = {}
+    waiter = threading.Thread(target=lambda: got.update(rw(service).request("GET", f"/v1/events?since={since}&wait=30")[1]))
+    waiter.start()
+    with rw(service) as c:
+        c.load(ko_path="/x/waited.ko")
+    waiter.join(timeout=30)
+    assert [(e["kind"], e["module"]) for e in got["events"]] == [("loaded", "waited")]
+    with rw(service) as c:      # nothing new: a wait of 0.2 s returns empty
+        assert c.request("GET", f"/v1/events?since={got['next']}&wait=0.2")[1]["events"] == []
+
+
+def test_the_event_file_skips_a_damaged_line_and_is_cut_back(tmp_path):
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, keep=4)
+    for i in range(9):
+        log.add("loaded", f"m{i}", 0)
+    log.close()
+    # the 8th line (2 x keep) cut the file back to the newest 4; the 9th was appended after
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [5, 6, 7, 8, 9]
+    with open(path, "ab") as f:
+        f.write(b'{"seq": 10, "time": "2026-')         # a crash mid-write
+    log = EventLog(path, keep=4)
+    assert log.problems == [f"{path}: 1 unreadable line(s) skipped"]
+    event = log.add("unloaded", "m1", 0)
+    log.close()
+    assert event.seq == 10
+    assert json.loads(path.read_text().splitlines()[-1])["seq"] == 10
+    reread = EventLog(path, keep=4)
+    assert reread.since(6).events[-1].seq == 10 and reread.since(6).missed is False
+    assert reread.since(2).missed is True and reread.since(2).oldest == 7
+
+
+def test_where_modules_cannot_load_it_serves_runs_and_refuses_loads(tmp_path):
+    """This machine's own kernel cannot load modules: the service says so, and loads are a 409
+    that points at POST /v1/runs (which tests/vm/test_service_runs.py runs for real)."""
+    assert host.cannot_load()
+    running = Running(tmp_path / "run", tmp_path / "state", group=None)
+    try:
+        with rw(running) as c:
+            assert c.health()["can_load"] is False
+            for method, path, body in (("POST", "/v1/modules", b'{"ko_path": "/x/a.ko"}'),
+                                       ("PUT", "/v1/modules/m", b"\x7fELF")):
+                status, data = c.request(method, path, raw=body)
+                assert status == 409 and "cannot load modules" in data["error"] and "/v1/runs" in data["error"]
+            for body, reason in ((b'{"spec": "module: m\\nhooks: [{symbol: ksys_sync}]", "workload": "sync", '
+                                  b'"kernel": "../../x"}', "kernel: String should match pattern"),
+                                 (b'{"spec": "module: m\\nhooks: [{symbol: ksys_sync}]", "workload": "sync", '
+                                  b'"timeout_s": 0}', "timeout_s: Input should be greater than 0"),
+                                 (b'{"spec": "module: ../m\\nhooks: [{symbol: ksys_sync}]", "workload": "sync"}',
+                                  "spec:1:9: module: '../m' is not a C identifier"),
+                                 (b'{"spec": "module: m\\nhooks: [{symbol: ksys_sync}]", "workload": "sync", '
+                                  b'"kernel": "no-such-kernel"}', "no-such-kernel")):
+                status, data = c.request("POST", "/v1/runs", raw=body)
+                assert status == 422 and reason in data["error"], data
+        with ro(running) as c:
+            status, data = c.request("POST", "/v1/runs", raw=b"{}")
+            assert status == 403 and "read-write socket" in data["error"]
+    finally:
+        running.close()

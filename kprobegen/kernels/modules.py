@@ -41,10 +41,18 @@ def host_module_support() -> tuple[bool, str]:
 
 
 def modinfo(path: Path) -> dict[str, str]:
-    """The .modinfo section of a .ko (name=, vermagic=, ...), read from the ELF directly."""
+    """The .modinfo section of a .ko (name=, vermagic=, ...), read from the ELF directly. A file
+    that is not a well-formed 64-bit ELF (truncated, offsets out of range) is a LoadError."""
     data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 2:
+    if data[:4] != b"\x7fELF" or data[4:5] != b"\x02":
         raise LoadError(f"{path} is not a 64-bit ELF kernel module")
+    try:
+        return _modinfo(data)
+    except (struct.error, ValueError, IndexError, OverflowError):
+        raise LoadError(f"{path} is not a well-formed ELF kernel module (a section lies outside the file)") from None
+
+
+def _modinfo(data: bytes) -> dict[str, str]:
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
 

@@ -9,6 +9,7 @@ than a bare EACCES: the credential check is what grants access, not the file mod
 
 from __future__ import annotations
 
+import calendar
 import grp
 import json
 import os
@@ -18,7 +19,7 @@ import socketserver
 import struct
 import sys
 import threading
-from collections import deque
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -28,15 +29,26 @@ from pydantic import BaseModel, ValidationError
 
 from kprobegen import __version__, host
 from kprobegen.cache import atomic_write
-from kprobegen.errors import KprobegenError, LoadError, SpecError, SymbolError
+from kprobegen.errors import KernelError, KprobegenError, LoadError, SpecError, SymbolError
+from kprobegen.kernels.modules import modinfo
 from kprobegen.service import models as m
-from kprobegen.service.state import ServiceLock, State, now, state_dir as _state_dir
+from kprobegen.service.events import MAX_WAIT_S, EventLog
+from kprobegen.service.state import ServiceLock, State, final_report, now, state_dir as _state_dir
+from kprobegen.service.watch import ModuleWatcher
 
 DEFAULT_SOCKET_DIR = Path("/run/kprobegen")
 RW_SOCKET = "kprobegen.sock"
 RO_SOCKET = "kprobegen-ro.sock"
-#: Events kept in memory (the oldest are dropped; a client sees the gap in ``seq``).
-MAX_EVENTS = 10_000
+#: How often lifetimes, time limits and the kernel's kprobes switch are checked.
+HOUSEKEEPING_S = 0.25
+#: Without udev, how often /sys/module is rescanned for modules removed outside the service.
+POLL_RESCAN_S = 2.0
+#: A module the service could not unload (in use) is tried again after this long.
+RETRY_UNLOAD_S = 10.0
+#: Gone modules kept in the record with their final counts (the oldest are forgotten).
+MAX_GONE = 256
+#: Disposable-VM runs at once (POST /v1/runs); more wait their turn. Each is a qemu.
+MAX_RUNS = 2
 #: A body larger than MAX_BODY is read (and dropped) up to this many bytes before the 413,
 #: so that the client, still sending, reads the answer instead of a broken pipe.
 DRAIN_LIMIT = 16 << 20
@@ -72,7 +84,11 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int, frozenset[int]
 
 
 class Service:
-    """What the handlers share: the state, the events, the lock that orders changes."""
+    """What the handlers share: the state, the events, the lock that orders changes.
+
+    Changes to the kernel and the record (load, unload, adopting, noticing a removal) happen
+    one at a time under ``changes``; builds run outside it, so that one slow build does not
+    hold up the others. Reads (list, snapshot, events) take no lock."""
 
     def __init__(self, state_dir: Path, group: str | None, say=None):
         self.say = say or (lambda message: print(f"kprobegen serve: {message}", file=sys.stderr, flush=True))
@@ -85,33 +101,52 @@ class Service:
                 self.gid = grp.getgrnam(group).gr_gid
             except KeyError:
                 self.say(f"group {group} does not exist: the read-only socket serves root only")
-        self.changes = threading.Lock()     # load, unload and the state file: one at a time
-        self.events: deque[m.Event] = deque(maxlen=MAX_EVENTS)
-        self._seq = 0
-        self._events_lock = threading.Lock()
+        self.changes = threading.RLock()
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.lock = ServiceLock(state_dir)
+        self.events = EventLog(state_dir / "events.jsonl")
         self.state = State(state_dir)
         self.state.read()
-        for problem in self.state.problems:
+        self._retry_at: dict[str, float] = {}      # module -> when to try a service unload again
+        self.cannot_load = host.cannot_load()      # None where modules load; else why (only runs then)
+        self._runs = threading.BoundedSemaphore(MAX_RUNS)
+        self._armed: bool | None = None
+        self._stop = threading.Event()
+        for problem in self.events.problems + self.state.problems:
             self.say(problem)
             self.event("state-unreadable", None, None, problem)
         for kind, name, detail in self.state.reconcile():
             self.say(f"{kind} {name}: {detail}")
             self.event(kind, name, None, detail)
-        self.event("started", None, None, f"pid {os.getpid()}, kernel {host.release()}")
+        self.watcher = ModuleWatcher(self._module_changed, self.say)
+        if not self.watcher.available:
+            self.say(f"cannot watch module uevents ({self.watcher.reason}): rescanning every {POLL_RESCAN_S:g} s")
+        self.event("started", None, None, f"pid {os.getpid()}, kernel {host.release()}, "
+                                          f"watching modules by {'udev' if self.watcher.available else 'polling'}")
+
+    def start(self) -> None:
+        """Start watching: udev uevents and the housekeeping loop (lifetimes, time limits)."""
+        self.watcher.start()
+        if self.watcher.available:   # what changed between reconcile() and the watcher's start
+            self.rescan()
+        threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.watcher.stop()
+        self.event("stopped", None, None, "loaded modules stay loaded")
+        self.events.close()
 
     def event(self, kind: str, module: str | None, uid: int | None, detail: str | None = None) -> None:
-        with self._events_lock:
-            self._seq += 1
-            self.events.append(m.Event(seq=self._seq, time=now(), kind=kind, module=module, uid=uid, detail=detail))
+        self.events.add(kind, module, uid, detail)
 
     # -- reads -------------------------------------------------------------------------------
 
     def health(self, socket_kind: str, peer: m.Peer) -> m.Health:
         return m.Health(version=__version__, kernel=host.release(), pid=os.getpid(), started_at=self.started_at,
                         socket=socket_kind, peer=peer, state_dir=str(self.state_dir),
-                        problems=list(self.state.problems))
+                        problems=self.events.problems + self.state.problems,
+                        can_load=self.cannot_load is None, watcher="udev" if self.watcher.available else "polling")
 
     def modules(self) -> m.ModuleList:
         return m.ModuleList(modules=[self.state.modules[k] for k in sorted(self.state.modules)])
@@ -125,7 +160,8 @@ class Service:
     def snapshot(self, name: str) -> m.Snapshot:
         rec = self.module(name)
         if rec.status != "loaded":
-            raise HTTPError(409, f"module {name} is {rec.status}: no live counts")
+            raise HTTPError(409, f"module {name} is {rec.status} ({rec.gone_reason}): no live counts; "
+                                 "its final counts are in the record")
         try:
             return m.Snapshot(module=name, results=host.snapshot(name).to_json())
         except LoadError as exc:
@@ -133,48 +169,108 @@ class Service:
 
     def snapshots(self) -> m.Snapshots:
         out, errors = {}, {}
-        for name in sorted(self.state.modules):
-            if self.state.modules[name].status == "loaded":
+        for name, rec in sorted(self.state.modules.items()):
+            if rec.status == "loaded":
                 try:
                     out[name] = host.snapshot(name).to_json()
                 except KprobegenError as exc:
                     errors[name] = _one_line(exc)
         return m.Snapshots(snapshots=out, errors=errors)
 
-    def events_since(self, since: int) -> m.Events:
-        with self._events_lock:
-            events = [e for e in self.events if e.seq > since]
-            return m.Events(events=events, next=self._seq)
+    def events_since(self, since: int, wait: float = 0.0) -> m.Events:
+        return self.events.since(since, wait)
 
     # -- changes -----------------------------------------------------------------------------
 
-    def load(self, req: m.LoadRequest, uid: int) -> m.Module:
+    def _require_loading(self) -> None:
+        if self.cannot_load is not None:
+            raise HTTPError(409, f"this machine cannot load modules ({self.cannot_load}): "
+                                 "POST /v1/runs runs a spec in a disposable VM instead")
+
+    def load(self, req: m.LoadRequest, peer: m.Peer) -> m.Module:
         # here: the pipeline (spec, codegen, kbuild) is only needed to load a spec
         from kprobegen import pipeline
 
-        with self.changes:
-            stored = self._store_spec(req.spec) if req.spec is not None else None
-            try:
-                if req.ko_path is not None:
-                    loaded = host.load_ko(req.ko_path)
-                else:
-                    path = stored or Path(req.spec_path)
-                    loaded = pipeline.load_on_host(path, progress=lambda message: self.say(message))
-            except KprobegenError as exc:
-                reason = _one_line(exc)
-                if stored is not None:  # an inline spec that did not load is not kept; its lines are "spec:L:C"
-                    reason = reason.replace(str(stored), "spec")
+        self._require_loading()
+        client = self._client(peer) if req.lifetime == "client" else None
+        stored = self._store_spec(req.spec) if req.spec is not None else None
+        spec_path = stored or (Path(req.spec_path) if req.spec_path else None)
+        try:
+            if req.ko_path is not None:
+                ko = Path(req.ko_path)
+            else:
+                ko = pipeline.build_on_host(spec_path, progress=lambda message: self.say(message)).ko
+            with self.changes:
+                loaded = host.load_ko(ko, spec=spec_path)
+                return self._record(loaded, peer.uid, req.lifetime, req.time_limit_s, client)
+        except KprobegenError as exc:
+            reason = _one_line(exc)
+            if stored is not None:  # an inline spec that did not load is not kept; its lines are "spec:L:C"
+                reason = reason.replace(str(stored), "spec")
+                with self.changes:
                     if not any(r.spec == str(stored) for r in self.state.modules.values()):
                         stored.unlink(missing_ok=True)
-                status = 422 if isinstance(exc, (SpecError, SymbolError)) else 409 if isinstance(exc, LoadError) else 500
-                raise HTTPError(status, reason) from None
-            rec = m.Module(module=loaded.name, status="loaded", origin="service", kernel=loaded.kernel,
-                           loaded_at=loaded.loaded_at, loaded_by=uid, spec=loaded.spec, ko=loaded.ko)
-            self.state.modules[loaded.name] = rec
-            self.state.write()
-            self.event("loaded", loaded.name, uid, loaded.spec or loaded.ko)
-            self.say(f"loaded {loaded.name} for uid {uid}")
-            return rec
+            raise HTTPError(_status_of(exc), reason) from None
+
+    def upload(self, name: str, data: bytes, options: m.UploadOptions, peer: m.Peer) -> m.Module:
+        """A .ko sent in the request body: kept under ``<state dir>/modules/`` (by content), then
+        loaded like a .ko on disk (the kprobegen mark and the vermagic are checked by host mode)."""
+        import hashlib
+
+        _check_name(name)
+        self._require_loading()
+        client = self._client(peer) if options.lifetime == "client" else None
+        if not data.startswith(b"\x7fELF"):
+            raise HTTPError(422, "the body is not a kernel module (no ELF header)")
+        folder = self.state_dir / "modules"
+        folder.mkdir(exist_ok=True, mode=0o700)
+        ko = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.ko"
+        with self.changes:
+            if not ko.exists():
+                atomic_write(ko, data)
+            try:
+                info = modinfo(ko)
+                if info.get("name") != name:
+                    raise HTTPError(422, f"the uploaded module is named {str(info.get('name'))[:80]!r}, "
+                                         f"not {name!r}")
+                loaded = host.load_ko(ko)
+                return self._record(loaded, peer.uid, options.lifetime, options.time_limit_s, client)
+            except KprobegenError as exc:
+                self._forget_upload(ko)
+                raise HTTPError(_status_of(exc), _one_line(exc).replace(str(ko), f"upload of {name}")) from None
+            except HTTPError:
+                self._forget_upload(ko)
+                raise
+
+    @staticmethod
+    def _client(peer: m.Peer) -> tuple[int, int]:
+        """The requesting process for ``lifetime: client``: one this service can watch."""
+        client = _client_identity(peer.pid)
+        if client is None:
+            raise HTTPError(422, f"lifetime: client needs a client process this service can see, and pid "
+                                 f"{peer.pid} is not one (another pid namespace: a container or another host?); "
+                                 "give time_limit_s instead")
+        return client
+
+    def _record(self, loaded, uid: int, lifetime: str, time_limit_s: float | None,
+                client: tuple[int, int] | None) -> m.Module:
+        """Record a module the service just loaded (called with ``changes`` held)."""
+        if lifetime == "client" and client is None:   # the client exited before its module loaded
+            host.unload(loaded.name)
+            raise HTTPError(409, f"the client that asked for {loaded.name} (lifetime client) has exited; unloaded")
+        expires = None
+        if time_limit_s is not None:
+            expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + time_limit_s))
+        rec = m.Module(module=loaded.name, status="loaded", origin="service", kernel=loaded.kernel,
+                       loaded_at=loaded.loaded_at, loaded_by=uid, spec=loaded.spec, ko=loaded.ko,
+                       lifetime=lifetime, client_pid=client[0] if client else None,
+                       client_start=client[1] if client else None, time_limit_s=time_limit_s, expires_at=expires)
+        self.state.modules[loaded.name] = rec
+        self.state.write()
+        self.event("loaded", loaded.name, uid, loaded.spec or loaded.ko)
+        self.say(f"loaded {loaded.name} for uid {uid}" + (f", until pid {client[0]} exits" if client else "")
+                 + (f", for at most {time_limit_s:g} s" if time_limit_s else ""))
+        return rec
 
     def _store_spec(self, text: str) -> Path:
         """An inline spec, kept in the state dir (by content) so that the record can name it."""
@@ -187,24 +283,191 @@ class Service:
             atomic_write(path, text)
         return path
 
+    def _forget_upload(self, ko: Path | str | None) -> None:
+        """Delete an uploaded .ko that no record names any more (``changes`` held)."""
+        if ko and Path(ko).parent == self.state_dir / "modules" and \
+                not any(r.ko == str(ko) for r in self.state.modules.values()):
+            Path(ko).unlink(missing_ok=True)
+
     def unload(self, name: str, uid: int) -> m.Unloaded:
         with self.changes:
             rec = self.module(name)
-            if rec.status != "loaded":
-                raise HTTPError(409, f"module {name} is {rec.status}, not loaded")
+            if rec.status != "loaded":       # gone: hand over what was kept, and forget it
+                del self.state.modules[name]
+                self.state.write()
+                self._forget_upload(rec.ko)
+                self.event("unloaded", name, uid, f"was {rec.gone_reason}; record removed")
+                return m.Unloaded(module=name, loaded_at=rec.loaded_at, unloaded_at=rec.gone_at or now(),
+                                  results=rec.final, gone_reason=rec.gone_reason)
             try:
                 results = host.unload(name)
             except LoadError as exc:
                 if not host.is_loaded(name):
                     del self.state.modules[name]
                     self.state.write()
+                    self._forget_upload(rec.ko)
                     self.event("unloaded", name, uid, f"final counts lost: {_one_line(exc)}")
                 raise HTTPError(409, _one_line(exc)) from None
             del self.state.modules[name]
             self.state.write()
+            self._forget_upload(rec.ko)
             self.event("unloaded", name, uid)
             self.say(f"unloaded {name} for uid {uid}")
             return m.Unloaded(module=name, loaded_at=rec.loaded_at, unloaded_at=now(), results=results.to_json())
+
+    def run(self, req: m.RunRequest, uid: int) -> m.RunResult:
+        """A spec run in a disposable VM (pipeline.run_spec), at most MAX_RUNS at once."""
+        from kprobegen import pipeline
+        from kprobegen.spec import parse_spec
+
+        try:
+            spec = parse_spec(req.spec, "spec")
+            kernel = pipeline.resolve_kernel(req.kernel)
+            with self._runs:
+                done = pipeline.run_spec(spec, ["sh", "-c", req.workload], kernel=kernel, timeout=req.timeout_s,
+                                         accel=req.accel, progress=lambda message: self.say(f"run {spec.module}: {message}"))
+        except SymbolError as exc:      # a symbol the kernel lacks: the spec's fault, said as such
+            raise HTTPError(422, f"spec: {_one_line(exc)}") from None
+        except KprobegenError as exc:
+            raise HTTPError(_status_of(exc), _one_line(exc)) from None
+        result = done.to_json()
+        self.event("run", spec.module, uid, f"kernel {kernel.release}, {result['accel']}, workload exit "
+                                            f"{result['exit_code']}, {'complete' if done.report_error is None else 'incomplete'}")
+        return m.RunResult(run=result, report_error=done.report_error)
+
+    # -- what happens without a request ------------------------------------------------------------
+
+    def _gone(self, name: str, reason: str, final, detail: str) -> None:
+        """Mark a recorded module gone, keeping its final counts (``changes`` held)."""
+        rec = self.state.modules[name]
+        self.state.modules[name] = rec.model_copy(update={
+            "status": "gone", "gone_at": now(), "gone_reason": reason,
+            "final": final.to_json() if final is not None else None})
+        gone = sorted((r.gone_at or "", n) for n, r in self.state.modules.items() if r.status == "gone")
+        for _, old in gone[:max(0, len(gone) - MAX_GONE)]:
+            self._forget_upload(self.state.modules.pop(old).ko)
+        self.state.write()
+        self.event(reason, name, None, detail)
+        self.say(f"{name} {reason}: {detail}")
+
+    def _service_unload(self, name: str, reason: str, detail: str) -> None:
+        """Unload a module for its lifetime or time limit, keeping its final counts as gone."""
+        with self.changes:
+            rec = self.state.modules.get(name)
+            if rec is None or rec.status != "loaded":
+                return
+            try:
+                results = host.unload(name)
+            except LoadError as exc:
+                if host.is_loaded(name):    # in use: try again later
+                    self._retry_at[name] = time.monotonic() + RETRY_UNLOAD_S
+                    self.say(f"{name}: {detail}, but it cannot be unloaded yet: {_one_line(exc)}")
+                    return
+                results = None
+                detail += f"; final counts lost: {_one_line(exc)}"
+            self._retry_at.pop(name, None)
+            self._gone(name, reason, results, detail)
+
+    def _module_changed(self, name: str | None, action: str) -> None:
+        """A uevent (a hint): rescan. A module just added has no debugfs folder until its init
+        has run, so look again shortly after."""
+        self.rescan()
+        if action == "add" and name is not None and name not in self.state.modules:
+            for delay in (0.2, 1.0, 3.0):
+                timer = threading.Timer(delay, self.rescan)
+                timer.daemon = True
+                timer.start()
+
+    def rescan(self) -> None:
+        """Match the record with the kernel now: a recorded module that left the kernel was
+        removed outside the service (its final counts are read from the kernel log); a
+        kprobegen module loaded outside the service is adopted."""
+        if self._stop.is_set():
+            return
+        with self.changes:
+            for name, rec in list(self.state.modules.items()):
+                if rec.status == "loaded" and not host.is_loaded(name):
+                    final = final_report(name)
+                    self._gone(name, "removed", final, "unloaded outside the service (rmmod?)" +
+                               ("" if final is not None else "; no final report in the kernel log"))
+            for loaded in host.loaded():
+                rec = self.state.modules.get(loaded.name)
+                if rec is not None and rec.status == "loaded" and rec.origin == "adopted" and rec.loaded_at is None \
+                        and loaded.loaded_at is not None:
+                    # adopted at once by its uevent, before host mode had written its record
+                    self.state.modules[loaded.name] = rec.model_copy(update={
+                        "loaded_at": loaded.loaded_at, "spec": loaded.spec, "ko": loaded.ko})
+                    self.state.write()
+                elif rec is None or rec.status != "loaded":
+                    self.state.modules[loaded.name] = m.Module(
+                        module=loaded.name, status="loaded", origin="adopted", kernel=loaded.kernel,
+                        loaded_at=loaded.loaded_at, loaded_by=None, spec=loaded.spec, ko=loaded.ko)
+                    self.state.write()
+                    self.event("adopted", loaded.name, None, "a kprobegen module loaded outside the service")
+                    self.say(f"adopted {loaded.name}: loaded outside the service")
+
+    def _housekeeping(self) -> None:
+        last_rescan = time.monotonic()
+        while not self._stop.wait(HOUSEKEEPING_S):
+            try:
+                self._check_lifetimes()
+                self._check_armed()
+                if not self.watcher.available and time.monotonic() - last_rescan >= POLL_RESCAN_S:
+                    last_rescan = time.monotonic()
+                    self.rescan()
+            except Exception as exc:  # a bug: say it, keep going
+                self.say(f"housekeeping: {exc!r}")
+
+    def _check_lifetimes(self) -> None:
+        wall, mono = time.time(), time.monotonic()
+        for name, rec in list(self.state.modules.items()):
+            if rec.status != "loaded" or self._retry_at.get(name, 0) > mono:
+                continue
+            if rec.lifetime == "client" and _client_identity(rec.client_pid) != (rec.client_pid, rec.client_start):
+                self._service_unload(name, "client-exited", f"pid {rec.client_pid}, which loaded it, has exited")
+            elif rec.expires_at and _epoch(rec.expires_at) <= wall:
+                self._service_unload(name, "expired", f"its time limit of {rec.time_limit_s:g} s is over")
+
+    def _check_armed(self) -> None:
+        """kprobes switched off for the whole kernel (debugfs kprobes/enabled = 0): every
+        module's probes are disarmed and count nothing."""
+        try:
+            armed = Path("/sys/kernel/debug/kprobes/enabled").read_text().strip() != "0"
+        except OSError:
+            return
+        if self._armed is not None and armed != self._armed:
+            loaded = [n for n, r in self.state.modules.items() if r.status == "loaded"]
+            self.event("armed" if armed else "disarmed", None, None,
+                       f"kprobes {'re-enabled' if armed else 'disabled'} in the kernel "
+                       f"(debug/kprobes/enabled); affects {', '.join(sorted(loaded)) or 'no module'}")
+        self._armed = armed
+
+
+def _status_of(exc: KprobegenError) -> int:
+    """422: the request's spec or kernel; 409: the kernel's state refused it; 500: the build or
+    the VM failed."""
+    if isinstance(exc, (SpecError, SymbolError, KernelError)):
+        return 422
+    return 409 if isinstance(exc, LoadError) else 500
+
+
+def _epoch(stamp: str) -> float:
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _client_identity(pid: int | None) -> tuple[int, int] | None:
+    """(pid, start time in clock ticks after boot) of a live process, or None: with the start
+    time, a pid that was reused after the client exited is not mistaken for it."""
+    if not pid or pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()   # after "(comm)": state is field 3, starttime 22
+    if fields[0] in ("Z", "X"):
+        return None
+    return pid, int(fields[19])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -266,11 +529,14 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(404, f"no such endpoint {url.path[:200]!r}: the API is under /v1/")
         parts = parts[2:]
         route = (method, tuple("{name}" if i == 1 and parts[0] == "modules" else p for i, p in enumerate(parts)))
-        writes = {("POST", ("modules",)), ("DELETE", ("modules", "{name}"))}
+        writes = {("POST", ("modules",)), ("PUT", ("modules", "{name}")), ("DELETE", ("modules", "{name}")),
+                  ("POST", ("runs",))}
         if route in writes and self.server.kind != "rw":
-            raise HTTPError(403, "loading and unloading go through the read-write socket")
+            raise HTTPError(403, "loading, unloading and runs go through the read-write socket")
+        if len(parts) >= 2 and parts[0] == "modules":
+            _check_name(parts[1])     # a bad name is said to be one before anything else
         if method in ("POST", "PUT"):
-            body = self._body()
+            body = self._body(m.MAX_UPLOAD if route == ("PUT", ("modules", "{name}")) else m.MAX_BODY)
         elif self.headers.get("Content-Length", "0") not in ("", "0"):
             raise HTTPError(400, f"{method} takes no body")
         match route:
@@ -285,28 +551,49 @@ class Handler(BaseHTTPRequestHandler):
             case ("GET", ("snapshot",)):
                 return service.snapshots()
             case ("GET", ("events",)):
-                return service.events_since(self._since(url.query))
+                return service.events_since(*self._since(url.query))
             case ("POST", ("modules",)):
-                return service.load(self._parse(m.LoadRequest, body), peer.uid)
+                return service.load(self._parse(m.LoadRequest, body), peer)
+            case ("PUT", ("modules", "{name}")):
+                return service.upload(parts[1], body, self._query(m.UploadOptions, url.query), peer)
             case ("DELETE", ("modules", "{name}")):
                 return service.unload(parts[1], peer.uid)
-        if len(parts) >= 2 and parts[0] == "modules":
-            _check_name(parts[1])     # a bad name is said to be one, whatever the rest
+            case ("POST", ("runs",)):
+                return service.run(self._parse(m.RunRequest, body), peer.uid)
         raise HTTPError(404 if method == "GET" or method in ("POST", "DELETE") else 405,
                         f"no such endpoint {method} {url.path[:200]!r}")
 
     @staticmethod
-    def _since(query: str) -> int:
-        values = parse_qs(query).get("since", ["0"])
+    def _since(query: str) -> tuple[int, float]:
+        """``since`` (the last seq the client saw) and ``wait`` (seconds to wait for a new event)."""
+        q = parse_qs(query)
+        unknown = sorted(set(q) - {"since", "wait"})
+        if unknown:
+            raise HTTPError(400, f"unknown query parameter {unknown[0][:40]!r}: give since and wait")
         try:
-            since = int(values[-1])
+            since = int(q.get("since", ["0"])[-1])
         except ValueError:
             raise HTTPError(400, "since must be an integer") from None
         if since < 0:
             raise HTTPError(400, "since must be 0 or more")
-        return since
+        try:
+            wait = float(q.get("wait", ["0"])[-1])
+        except ValueError:
+            raise HTTPError(400, "wait must be a number of seconds") from None
+        if not 0 <= wait <= MAX_WAIT_S:      # also refuses nan
+            raise HTTPError(400, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+        return since, wait
 
-    def _body(self) -> bytes:
+    @classmethod
+    def _query(cls, model: type[BaseModel], query: str) -> BaseModel:
+        """A request's query string (each key once) validated by ``model``, as a body would be."""
+        q = parse_qs(query, keep_blank_values=True)
+        for key, values in q.items():
+            if len(values) > 1:
+                raise HTTPError(400, f"query parameter {key[:40]!r} given {len(values)} times")
+        return cls._validate(model, {k: v[0] for k, v in q.items()})
+
+    def _body(self, limit: int) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             raise HTTPError(411, "send the body with a Content-Length (no chunked encoding)")
         length_header = self.headers.get("Content-Length")
@@ -318,7 +605,7 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(400, "Content-Length is not a number") from None
         if length < 0:
             raise HTTPError(400, "Content-Length is negative")
-        if length > m.MAX_BODY:
+        if length > limit:
             self.close_connection = True
             if length <= DRAIN_LIMIT:
                 left = length
@@ -327,7 +614,7 @@ class Handler(BaseHTTPRequestHandler):
                     if not chunk:
                         break
                     left -= len(chunk)
-            raise HTTPError(413, f"request body of {length} bytes is over the limit of {m.MAX_BODY}")
+            raise HTTPError(413, f"request body of {length} bytes is over the limit of {limit}")
         data = self.rfile.read(length)
         self._body_read = True
         if len(data) != length:
@@ -335,14 +622,18 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(400, f"request body ended after {len(data)} of {length} bytes")
         return data
 
-    @staticmethod
-    def _parse(model: type[BaseModel], body: bytes) -> BaseModel:
+    @classmethod
+    def _parse(cls, model: type[BaseModel], body: bytes) -> BaseModel:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"the body is not JSON: {_one_line(exc)}") from None
         if not isinstance(data, dict):
             raise HTTPError(400, "the body must be a JSON object")
+        return cls._validate(model, data)
+
+    @staticmethod
+    def _validate(model: type[BaseModel], data: dict) -> BaseModel:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -406,6 +697,7 @@ class Running:
             raise
         for s in self.servers:
             threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        self.service.start()
 
     def close(self) -> None:
         for s in self.servers:
@@ -413,23 +705,39 @@ class Running:
             s.server_close()
             Path(s.server_address).unlink(missing_ok=True)
         self.servers = []
+        self.service.stop()
         self.service.lock.release()
 
 
 def serve(socket_dir: str | Path | None = None, state_dir: str | Path | None = None, group: str | None = "kprobegen",
           ) -> int:
-    """Run the service in the foreground until SIGTERM or SIGINT; the modules stay loaded."""
-    host.require_loading()
+    """Run the service in the foreground until SIGTERM or SIGINT; the modules stay loaded.
+    Under systemd (``Type=notify``) it says READY=1 once both sockets listen (service/systemd.py)."""
+    from kprobegen.service.systemd import Notifier
+
+    notifier = Notifier()       # takes $NOTIFY_SOCKET out of the environment: builds and insmod do not see it
+    why = host.cannot_load()
+    if why is not None:             # a container, CI: disposable-VM runs are what it can serve
+        from kprobegen.vm.qemu import find_qemu
+
+        try:
+            find_qemu()
+        except KprobegenError as exc:
+            raise LoadError(f"{why}; and no disposable-VM runs either: {_one_line(exc)}") from None
+        print(f"kprobegen serve: this machine cannot load modules ({why}): serving disposable-VM runs "
+              "(POST /v1/runs) only", file=sys.stderr, flush=True)
     running = Running(socket_dir, state_dir, group)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     service = running.service
     service.say(f"serving on {running.socket_dir / RW_SOCKET} (root) and {running.socket_dir / RO_SOCKET} "
                 f"(read-only), state in {service.state_dir}")
+    notifier.ready(f"serving on {running.socket_dir}, state in {service.state_dir}")
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        notifier.stopping("stopping; loaded modules stay loaded")
         running.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

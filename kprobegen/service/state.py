@@ -4,7 +4,8 @@ Intent is ``<state dir>/state.json``: the modules this service loaded (or adopte
 which spec or .ko, when and by whom; written whole with ``kprobegen.cache.atomic_write``
 after every change. The kernel is the truth for what is loaded (``host.loaded()``: a module
 with the kprobegen debugfs folder is ours): on start, the service adopts our modules that
-are loaded and marks recorded ones that are no longer there as gone. A state file that
+are loaded and marks recorded ones that are no longer there as gone, with their final counts
+when the kernel log still holds them. A state file that
 cannot be read is moved aside and reported, and the state is rebuilt from the kernel.
 
 ``<state dir>/lock`` is held (flock) for the life of the service: a second service with the
@@ -73,6 +74,15 @@ class ServiceLock:
             self._fd = -1
 
 
+def final_report(name: str):
+    """The module's last final report in the kernel log, or None (not there any more, or the
+    log cannot be read)."""
+    try:
+        return host.final_report(name)
+    except (OSError, KprobegenError):
+        return None
+
+
 class State:
     """The recorded modules; every change is written to disk before it is answered."""
 
@@ -126,7 +136,12 @@ class State:
         for name, rec in list(self.modules.items()):
             # in /sys/module but without its debugfs folder (debugfs not mounted?): still ours, by the record
             if name not in kernel and rec.status == "loaded" and not host.is_loaded(name):
-                self.modules[name] = rec.model_copy(update={"status": "gone", "gone_at": now()})
-                events.append(("gone", name, "recorded as loaded, no longer in the kernel"))
+                final = final_report(name)
+                self.modules[name] = rec.model_copy(update={
+                    "status": "gone", "gone_at": now(), "gone_reason": "missing",
+                    "final": final.to_json() if final is not None else None})
+                events.append(("gone", name, "recorded as loaded, no longer in the kernel; " +
+                               ("its final counts were in the kernel log" if final is not None
+                                else "no final report in the kernel log")))
         self.write()
         return events

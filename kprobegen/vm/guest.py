@@ -10,7 +10,8 @@ themselves. ``build_image(suite)`` makes it once:
    builds modules against its running kernel), the Kbuild toolchain, kmod and python3;
 3. this kprobegen, installed from its source tree into ``/opt/kprobegen`` (a venv) with wheels
    downloaded on the host for the guest's Python, offline in the root;
-4. ``/usr/local/sbin/kpg-guest-init`` (templates/guest-init.sh) as the boot's init;
+4. ``/usr/local/sbin/kpg-guest-init`` (templates/guest-init.sh) as the boot's init, and a
+   unit that runs it under systemd for ``run(init="systemd")``;
 5. the root packed into an ext4 image with ``mkfs.ext4 -d``, the kernel and initrd beside it.
 
 It lands in ``cache_dir()/images/<suite>/`` with a manifest written last, keyed by a hash of
@@ -52,13 +53,35 @@ IMAGE_SUITES = ("bookworm", "trixie")
 IMAGE_FORMAT = 1
 #: What the guest has beyond minbase: the cloud kernel and its headers (build against the
 #: running kernel), what Kbuild runs (make, gcc via the headers' compiler package, pahole for
-#: module BTF), kmod, and python3 with venv and headers (kprobegen and its C scanner).
+#: module BTF), kmod, python3 with venv and headers (kprobegen and its C scanner), libudev.
 PACKAGES = (
     "linux-image-cloud-amd64", "linux-headers-cloud-amd64",
     "make", "gcc", "libc6-dev", "dwarves", "kmod", "procps", "zstd",
     "python3", "python3-venv", "python3-dev",
+    "libudev1",     # pyudev (the service's module watcher) loads it with ctypes
+    "systemd",      # PID 1 of run(init="systemd"): the service's unit tested as installed
 )
 INIT = "/usr/local/sbin/kpg-guest-init"
+#: How ``run(init="systemd")`` runs the command: the init above says BOOT, then execs systemd
+#: (kpg.init=systemd on the kernel command line); systemd runs this unit, pulled in by
+#: systemd.wants=, after multi-user.target, and the unit runs the same init script again,
+#: which, not being PID 1, goes straight to the command (and powers off after it).
+RUN_UNIT = "kpg-guest-run.service"
+_RUN_UNIT_TEXT = f"""\
+[Unit]
+Description=kprobegen guest: run the boot's command, then power off
+After=multi-user.target
+ConditionKernelCommandLine=kpg.init=systemd
+
+[Service]
+Type=simple
+ExecStart={INIT}
+StandardInput=null
+"""
+#: The kernel command line of a systemd boot, beyond the custom init's: no getty (the one
+#: systemd would start on the console, ttyS0, writes a login prompt there).
+SYSTEMD_CMDLINE = ("kpg.init=systemd", f"systemd.wants={RUN_UNIT}", "systemd.mask=serial-getty@ttyS0.service",
+                   "systemd.mask=getty.target")
 #: Free room in the image beyond its files (sparse: it costs no disk until the guest writes).
 FREE_BYTES = 2 << 30
 #: Seconds the build steps may take each.
@@ -203,9 +226,11 @@ def _in_root(root: Path, *argv: str) -> list[str]:
 
 
 def _requirements(tree: Path) -> list[str]:
-    """kprobegen's runtime and build requirements, as pyproject.toml states them."""
+    """kprobegen's runtime and build requirements, and its ``pytest`` extra (the plugin runs in
+    the guest too), as pyproject.toml states them."""
     meta = tomllib.loads((tree / "pyproject.toml").read_text())
-    return list(meta["project"]["dependencies"]) + list(meta["build-system"]["requires"]) + ["wheel"]
+    return (list(meta["project"]["dependencies"]) + list(meta["project"]["optional-dependencies"]["pytest"])
+            + list(meta["build-system"]["requires"]) + ["wheel"])
 
 
 def build_image(suite: str = "bookworm", *, rebuild: bool = False, progress: Progress = None) -> GuestImage:
@@ -297,11 +322,12 @@ def _make_root(suite: str, root: Path, log: Path, progress: Progress, t0: float)
         shutil.copy2(tree / rel, src / rel)
     _run(_in_root(root, "python3", "-m", "venv", "/opt/kprobegen"), "python3 -m venv", log)
     _run(_in_root(root, "/opt/kprobegen/bin/pip", "install", "-q", "--no-index", "--find-links", "/tmp/kpg-wheels",
-                  "/tmp/kpg-src"), "pip install kprobegen (offline)", log)
+                  "/tmp/kpg-src[pytest]"), "pip install kprobegen (offline)", log)
     (root / "usr" / "local" / "bin" / "kprobegen").symlink_to("/opt/kprobegen/bin/kprobegen")
     init = root / INIT.lstrip("/")
     init.write_bytes(_init_script())
     init.chmod(0o755)
+    (root / "etc" / "systemd" / "system" / RUN_UNIT).write_text(_RUN_UNIT_TEXT)
     # What the guest does not need: package caches, lists (it has no network), the sources.
     for junk in (root / "tmp", root / "var" / "cache" / "apt", root / "var" / "lib" / "apt" / "lists"):
         for child in junk.iterdir():
@@ -333,12 +359,24 @@ def _payload(cmd: Sequence[str], add: Sequence[tuple[Path, str]]) -> bytes:
 
 def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]] = (), timeout: float = 600.0,
         accel: str | None = None, memory_mb: int = 1024, stdout: Callable[[bytes], None] | None = None,
-        stderr: Callable[[bytes], None] | None = None, progress: Progress = None) -> GuestRun:
+        stderr: Callable[[bytes], None] | None = None, progress: Progress = None,
+        init: str = "plain", channels: Sequence[tuple[str, Path]] = (),
+        on_start: Callable[[], None] | None = None) -> GuestRun:
     """Boot ``image``, run ``cmd`` as root in it (``sh``-quoted), stream its stdout and stderr
     to the callables as the bytes arrive, power off. The root disk is copy-on-write: every
-    boot starts from the clean image. ``timeout`` covers the whole boot."""
+    boot starts from the clean image. ``timeout`` covers the whole boot.
+
+    ``init="plain"``: the command runs from the image's own init script, PID 1, with nothing
+    else running (the quick boot). ``init="systemd"``: systemd is PID 1 and the command runs
+    from a unit (``RUN_UNIT``) once multi-user.target is reached, with journald and everything
+    a unit needs, so that ``systemctl`` works in it (some seconds more under TCG).
+
+    ``channels`` (name, socket path): virtio-serial ports, each a Unix socket here that qemu
+    listens on; ``on_start`` is called when qemu has started (kprobegen.vm.session)."""
     if not cmd:
         raise VMError("no command given for the guest")
+    if init not in ("plain", "systemd"):
+        raise VMError(f"unknown guest init {init!r}: use plain or systemd")
     t0 = time.monotonic()
     workdir = new_workdir()
     try:
@@ -346,11 +384,12 @@ def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]
         payload.write_bytes(_payload(cmd, add))
         nonce = secrets.token_hex(8)
         append = _qemu.kernel_cmdline("root=/dev/vda", "rw", f"init={INIT}", f"kpg.nonce={nonce}",
-                                      "8250.nr_uarts=4")
+                                      "8250.nr_uarts=4", *(SYSTEMD_CMDLINE if init == "systemd" else ()))
         sinks = (stdout or (lambda b: None), stderr or (lambda b: None))
         s = boot(image.vmlinuz, image.initrd, workdir, nonce, timeout=timeout, accel=accel, progress=progress,
                   memory_mb=memory_mb, append=append, disks=((image.rootfs, True), (payload, False)),
-                  streams=2, on_output=lambda i, chunk: sinks[i](chunk), report=False)
+                  streams=2, on_output=lambda i, chunk: sinks[i](chunk), report=False,
+                  channels=tuple(channels), on_start=on_start)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     exit_code = next((int(a[0]) for t, a, _ in s.tags if t == "EXIT" and a and a[0].isdigit()), None)

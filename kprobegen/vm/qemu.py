@@ -74,13 +74,16 @@ def qemu_argv(
     append: str | None = None,
     disks: tuple[tuple[Path, bool], ...] = (),
     stream_logs: tuple[Path, ...] = (),
+    channels: tuple[tuple[str, Path], ...] = (),
 ) -> list[str]:
     """The whole qemu command line, one commented list (drgn's vmtest style).
 
     ``append`` replaces the busybox VM's kernel command line; ``disks`` are (file, writable)
     raw virtio disks, /dev/vda first (a writable one is used copy-on-write: qemu's snapshot
     mode keeps every write in a temporary file, so the file itself never changes); each of
-    ``stream_logs`` is one more serial port (ttyS2, ttyS3, ...) written to that file."""
+    ``stream_logs`` is one more serial port (ttyS2, ttyS3, ...) written to that file; each of
+    ``channels`` (name, socket path) is a virtio-serial port called ``name`` in the guest and
+    a Unix socket that qemu listens on here (a session's agent: kprobegen.vm.agent)."""
     if accel not in ("kvm", "tcg"):
         raise VMError(f"accel must be 'kvm' or 'tcg' here, not {accel!r}")
     argv = [
@@ -120,6 +123,12 @@ def qemu_argv(
     for i, path in enumerate(stream_logs):
         # ttyS2, ttyS3, ...: raw byte streams (the guest sets the ports raw), e.g. stdout/stderr.
         argv += ["-chardev", f"file,id=stream{i},path={path}", "-serial", f"chardev:stream{i}"]
+    if channels:
+        # virtio-serial: a byte pipe to a program in the guest, and no network device for it.
+        argv += ["-device", "virtio-serial-pci,id=vser"]
+    for i, (name, path) in enumerate(channels):
+        argv += ["-chardev", f"socket,id=chan{i},path={str(path).replace(',', ',,')},server=on,wait=off",
+                 "-device", f"virtserialport,bus=vser.0,chardev=chan{i},name={name}"]
     return argv
 
 

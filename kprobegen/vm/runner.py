@@ -203,14 +203,17 @@ _PROGRESS = {"loading": "loading", "running": "running", "unloading": "collectin
 def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout: float, accel: str | None,
           progress: Callable[[str], None] | None, memory_mb: int = 512, append: str | None = None,
           disks: tuple[tuple[Path, bool], ...] = (), streams: int = 0,
-          on_output: Callable[[int, bytes], None] | None = None, report: bool = True) -> _Session:
+          on_output: Callable[[int, bytes], None] | None = None, report: bool = True,
+          channels: tuple[tuple[str, Path], ...] = (), on_start: Callable[[], None] | None = None) -> _Session:
     """Boot once, or twice under auto: a KVM boot that does not reach the guest's /init (it
     hangs, qemu exits or aborts, KVM refuses) is killed, the verdict remembered for this boot
     of the host, and the same initramfs boots again under TCG. Follow the protocol to the end.
 
     ``append`` and ``disks`` go to qemu_argv (the full guest); ``streams`` more serial ports
     are followed as byte streams, each new chunk handed to ``on_output(index, bytes)``; a
-    guest that sends no report blob (``report=False``) is not counted as lost for it."""
+    guest that sends no report blob (``report=False``) is not counted as lost for it.
+    ``channels`` go to qemu_argv; ``on_start`` is called each time a qemu has started (a
+    session connects to its channel's socket then)."""
     plan = _qemu.accel_plan(accel)
     probing = len(plan) > 1  # auto with KVM still worth a try
     t_begin = time.monotonic()
@@ -223,7 +226,7 @@ def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout
         q = _qemu.QemuProcess(
             argv=_qemu.qemu_argv(kernel_image=kernel_image, initrd=initrd, console_log=console,
                                  data_log=data, accel=acc, memory_mb=memory_mb, append=append,
-                                 disks=disks, stream_logs=stream_logs),
+                                 disks=disks, stream_logs=stream_logs, channels=channels),
             console_log=console, data_log=data, stderr_log=workdir / f"qemu-{acc}.log",
             stream_logs=stream_logs,
         )
@@ -250,6 +253,8 @@ def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout
             progress(f"booting ({acc})")
         q.start()
         s.marks["start"] = q.started
+        if on_start is not None:
+            on_start()
         probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and probing) else None
         try:
             kvm_failed = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout,

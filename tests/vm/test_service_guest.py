@@ -196,7 +196,7 @@ def test_access_is_decided_by_the_peers_credentials(guest):
                          ("member_unload", "the read-write socket is for root only"),
                          ("outsider_ro", "the read-only socket is for root and group kprobegen"),
                          ("outsider_load", "the read-write socket is for root only"),
-                         ("root_unload_on_ro", "loading and unloading go through the read-write socket")):
+                         ("root_unload_on_ro", "go through the read-write socket")):
         status, body = answer(guest, name)
         assert status == 403 and reason in body["error"], (name, body)
 
