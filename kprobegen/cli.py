@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kprobegen import __version__
 from kprobegen.cache import atomic_write, cache_dir
-from kprobegen.errors import BuildError, KernelError, KprobegenError, VMError
+from kprobegen.errors import BuildError, KernelError, KprobegenError, LoadError, SpecError, VMError
 from kprobegen.kernels import find_kernel, list_kernels
 
 
@@ -69,6 +69,17 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(f"{text!r}: give seconds above 0 and at most {MAX_TIMEOUT:.0f}")
+    return value
+
+
+def _time_limit(text: str) -> float:
+    """load --time-limit: seconds, more than 0, at most a week (the service's limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 7 * 24 * 3600:      # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r}: give more than 0 and at most 604800 (a week)")
     return value
 
 
@@ -328,35 +339,262 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------- host mode
+#
+# With the manager service running, load/list/snapshot/unload go through it (its client,
+# kprobegen.client) and print what they print without it: the same Results, LoadedModule and
+# errors, rebuilt from its JSON. Without it they act on the kernel directly (kprobegen.host).
 
-def cmd_load(args) -> int:
-    from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
+#: Where `kprobegen serve` makes its sockets by default (kprobegen.client.RW_SOCKET and
+#: RO_SOCKET; tests/test_cli.py checks they agree). Named here so that a command run where no
+#: service runs pays one stat(2) for it, not kprobegen.client's import of http.client (16 ms
+#: on the development machine, not under TCG: half of this module's own import).
+SERVICE_DIR = Path("/run/kprobegen")
+RW_SOCKET_NAME = "kprobegen.sock"       # load, unload
+RO_SOCKET_NAME = "kprobegen-ro.sock"    # list, snapshot: every GET, for root and the service's group
+#: Seconds to wait for connect(2) to a service's socket, and for a running service's answer
+#: to `unload --no-service`'s question "do you own it?".
+PROBE_TIMEOUT = 5.0
 
-    host.require_loading()  # before looking at the target: a user who cannot load learns that first
-    target = Path(args.target)
-    if target.is_dir():
+HOST_EPILOG = """\
+When the manager service runs (`kprobegen serve`), this command goes
+through it, by default at {socket},
+and prints what it prints without it; where no service runs, it acts on
+the kernel directly. --socket names a service, --no-service skips it.
+
+A socket file that nothing answers on is what a service that stopped
+without cleaning up (a crash, a kill -9) leaves behind: no service runs,
+so the command says so in one line on stderr and acts directly, as host
+mode always can; a service started again adopts what was loaded meanwhile
+and finds gone what was unloaded. A service that answers is never
+bypassed: its refusals are errors, and only a module it does not know is
+handled directly.
+"""
+
+UNLOAD_EPILOG = HOST_EPILOG + """
+--no-service refuses to unload a module that a running service owns (it
+asks the service first): the service would lose it behind its back (its
+record, its lifetime). Unload it through the service, or add --force.
+"""
+
+
+class _UsageError(KprobegenError):
+    exit_code = 2
+
+
+def _service_socket(path: Path) -> tuple[str, str]:
+    """Whether a service answers at ``path``: ("ok", ""), ("absent", why) when there is no
+    socket file, ("stale", why) when nothing accepts on it, ("error", why) otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "absent", "no such socket"
+    except OSError as exc:
+        return "error", exc.strerror or str(exc)
+    if not stat.S_ISSOCK(mode):
+        return "absent", "not a socket"
+    import socket  # here: only when a socket file is there
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(PROBE_TIMEOUT)
+        sock.connect(str(path))
+    except ConnectionRefusedError:
+        return "stale", "nothing answers there (a socket left by a service that stopped)"
+    except FileNotFoundError:
+        return "absent", "no such socket"
+    except OSError as exc:
+        return "error", exc.strerror or str(exc)
+    finally:
+        sock.close()
+    return "ok", ""
+
+
+def _service(args, write: bool) -> Path | None:
+    """The socket of the service this command goes through, or None to act on the kernel
+    directly (HOST_EPILOG says when)."""
+    name = RW_SOCKET_NAME if write else RO_SOCKET_NAME
+    if args.no_service:
+        return None
+    if args.socket is not None:
+        path = args.socket / name if args.socket.is_dir() else args.socket
+        state, why = _service_socket(path)
+        if state != "ok":
+            raise KprobegenError(f"--socket {path}: {why}")
+        return path
+    path = SERVICE_DIR / name
+    state, why = _service_socket(path)
+    if state == "ok":
+        return path
+    if state == "stale":
+        print(f"kprobegen: note: {path}: {why}: acting on the kernel directly", file=sys.stderr)
+        return None
+    if state == "error":
+        raise KprobegenError(f"{path}: {why} (--no-service acts on the kernel without the service)")
+    return None
+
+
+def _service_call(sock: Path, method: str, *args, missing_ok: bool = False, rename=None, **kwargs):
+    """``Client(sock).method(...)``; a refusal becomes the error direct mode raises for the
+    same reason (409 and 400: LoadError, exit 1; 422: SpecError, exit 2), its text as the
+    service said it (it is direct mode's own text: the service runs the same code).
+    ``missing_ok``: None for a 404 (a module the service does not know). ``rename``: applied
+    to the reason (file names as the user gave them)."""
+    from kprobegen.client import Client, ServiceError  # here: only with a service running
+
+    try:
+        with Client(sock) as client:
+            return getattr(client, method)(*args, **kwargs)
+    except ServiceError as exc:
+        reason = rename(exc.reason) if rename else exc.reason
+        if exc.status == 404 and missing_ok:
+            return None
+        if exc.status is None:          # it went away, or timed out
+            raise KprobegenError(f"{reason}; --no-service acts on the kernel without the service") from None
+        if exc.status == 403:
+            raise LoadError(f"{sock}: {reason}") from None
+        if exc.status in (400, 409):
+            raise LoadError(reason) from None
+        if exc.status == 422:
+            raise SpecError(reason) from None
+        if exc.status == 500:
+            raise KprobegenError(reason) from None
+        raise KprobegenError(f"{sock}: {exc.status}: {reason}") from None
+
+
+def _loaded_module(record: dict):
+    """A service's Module record as host mode's LoadedModule (the same fields, the same JSON)."""
+    from kprobegen.host import LoadedModule
+
+    return LoadedModule(record["module"], record["kernel"], record.get("loaded_at"), record.get("spec"),
+                        record.get("ko"))
+
+
+def _running_service() -> Path | None:
+    """The default read-only socket when a service answers on it (for --no-service's checks)."""
+    path = SERVICE_DIR / RO_SOCKET_NAME
+    return path if _service_socket(path)[0] == "ok" else None
+
+
+def _owned_by_service(name: str) -> Path | None:
+    """The running default service's socket when it records ``name`` as loaded, else None;
+    a service that does not answer within PROBE_TIMEOUT is taken as not owning it."""
+    path = _running_service()
+    if path is None:
+        return None
+    from kprobegen.client import Client, ServiceError
+
+    try:
+        with Client(path, timeout=PROBE_TIMEOUT) as client:
+            record = client.module(name)
+    except ServiceError:
+        return None
+    return path if record.get("status") == "loaded" else None
+
+
+def _unknown_to_service(sock: Path, name: str) -> None:
+    """After a 404: the service does not know the module, so it is handled directly, as
+    without a service; LoadError for a user who could not read it directly (not root)."""
+    if os.geteuid() != 0 and Path("/sys/module", name).exists():
+        raise LoadError(f"module {name} is loaded but not known to the service at {sock} (loaded with "
+                        "--no-service?); reading it without the service needs root")
+
+
+def _load_target(target: Path) -> Path:
+    """A folder stands for the one .ko in it. (A path this user cannot look at is taken as it
+    is: a service, which may read it, decides.)"""
+    try:
+        folder = target.is_dir()
+    except OSError:
+        folder = False
+    if folder:
         kos = sorted(target.glob("*.ko"))
         if len(kos) != 1:
             raise KprobegenError(f"{target}: expected one .ko in the folder, found {len(kos)}")
-        target = kos[0]
+        return kos[0]
+    return target
+
+
+def _print_loaded(loaded, args, sock: Path | None) -> int:
+    if args.json:
+        _print_json({**loaded.to_json(), "service": str(sock) if sock else None})
+    else:
+        print(f"loaded {loaded.name} into {loaded.kernel}; `kprobegen snapshot {loaded.name}` for live counts, "
+              f"`kprobegen unload {loaded.name}` for the final ones"
+              + (f" (the service at {sock} owns it)" if sock else ""))
+    return 0
+
+
+def cmd_load(args) -> int:
+    sock = _service(args, write=True)
+    if sock is not None:
+        return _load_through(sock, args)
+    from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
+
+    host.require_loading()  # before looking at the target: a user who cannot load learns that first
+    if args.time_limit is not None:
+        raise _UsageError("load: --time-limit needs the manager service (kprobegen serve): it is what unloads the module")
+    target = _load_target(Path(args.target))
     if target.suffix == ".ko":
         loaded = host.load_ko(target, loading_checked=True)
     else:
         from kprobegen import pipeline  # 0.18 s under TCG: a prebuilt .ko does without it
 
         loaded = pipeline.load_on_host(target, progress=_progress(args))
-    if args.json:
-        _print_json(loaded.to_json())
+    if args.no_service and (running := _running_service()) is not None:
+        _warn([f"a service runs ({running}); {loaded.name} was loaded without it (--no-service), "
+               "so the service only adopts it"])
+    return _print_loaded(loaded, args, None)
+
+
+def _load_through(sock: Path, args) -> int:
+    """`load` through the service: a spec by its absolute path (so that the service's errors
+    name the file: they are given back with the path as the user wrote it), a .ko by its
+    resolved path (as direct mode names it), a spec on stdin as its text."""
+    from kprobegen.specfile import is_stdin
+
+    target = _load_target(Path(args.target))
+    if is_stdin(args.target):
+        from kprobegen.specfile import read_spec_bytes
+
+        source = {"spec": read_spec_bytes(args.target).decode("utf-8", "replace")}
+        rename = lambda reason: "<stdin>" + reason[4:] if reason.startswith("spec:") else reason  # noqa: E731
+    elif target.suffix == ".ko":
+        source, rename = {"ko_path": target.resolve()}, None
     else:
-        print(f"loaded {loaded.name} into {loaded.kernel}; `kprobegen snapshot {loaded.name}` for live counts, "
-              f"`kprobegen unload {loaded.name}` for the final ones")
-    return 0
+        given, absolute = str(target), os.path.abspath(target)
+        source = {"spec_path": absolute}
+        rename = lambda reason: reason.replace(absolute, given)  # noqa: E731
+    if sys.stderr.isatty():
+        print(f"kprobegen: loading {args.target} through the service at {sock}", file=sys.stderr, flush=True)
+    if args.time_limit is not None:
+        source["time_limit_s"] = args.time_limit
+    record = _service_call(sock, "load", rename=rename, **source)
+    return _print_loaded(_loaded_module(record), args, sock)
 
 
 def cmd_list(args) -> int:
     from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
-    modules = host.loaded()
+    sock = _service(args, write=False)
+    if sock is None:
+        modules = host.loaded()
+    else:
+        records = _service_call(sock, "modules")
+        by_name = {r["module"]: _loaded_module(r) for r in records if r.get("status") == "loaded"}
+        if os.geteuid() == 0:
+            # and, as direct mode lists them, what the kernel has that the service does not know
+            # (loaded with --no-service), and what host mode recorded that the service's record
+            # lacks (a module it adopted: no spec, no load time)
+            for m in host.loaded():
+                rec = by_name.get(m.name)
+                by_name[m.name] = m if rec is None else host.LoadedModule(
+                    m.name, rec.kernel, rec.loaded_at or m.loaded_at, rec.spec or m.spec, rec.ko or m.ko)
+        modules = [by_name[name] for name in sorted(by_name)]
+        for r in records:
+            if r.get("status") != "loaded":
+                why = ", ".join(x for x in (r.get("gone_reason"), r.get("gone_at")) if x)
+                print(f"kprobegen: note: the service at {sock} also records {r['module']}, "
+                      f"{r.get('status')}{f' ({why})' if why else ''}", file=sys.stderr)
     if args.json:
         _print_json([m.to_json() for m in modules])
         return 0
@@ -380,13 +618,48 @@ def _print_report(results, args) -> int:
     return 0
 
 
+def _results(data: dict):
+    """The service's Results JSON as Results (printed as direct mode prints its own)."""
+    from kprobegen.report import Results  # 0.15 s under TCG, as direct mode's parse
+
+    return Results.from_json(data)
+
+
 def cmd_snapshot(args) -> int:
+    sock = _service(args, write=False)
+    if sock is not None:
+        data = _service_call(sock, "snapshot", args.module, missing_ok=True)
+        if data is not None:
+            return _print_report(_results(data["results"]), args)
+        _unknown_to_service(sock, args.module)
     from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
     return _print_report(host.snapshot(args.module), args)
 
 
 def cmd_unload(args) -> int:
+    if args.force and not args.no_service:
+        raise _UsageError("unload: --force goes with --no-service: through a service, the service decides "
+                          "(see kprobegen unload --help)")
+    sock = _service(args, write=True)
+    if sock is not None:
+        data = _service_call(sock, "unload", args.module, missing_ok=True)
+        if data is not None:
+            gone = data.get("gone_reason")
+            if data.get("results") is None:
+                raise LoadError(f"module {args.module} had left the kernel ({gone or 'gone'}) and its final counts "
+                                "were not in the kernel log; the service has forgotten it")
+            if gone:
+                print(f"kprobegen: note: module {args.module} had left the kernel before ({gone}): these are the "
+                      "final counts the service kept", file=sys.stderr)
+            return _print_report(_results(data["results"]), args)
+        _unknown_to_service(sock, args.module)
+    elif args.no_service and (owner := _owned_by_service(args.module)) is not None:
+        if not args.force:
+            raise LoadError(f"module {args.module} is owned by the kprobegen service ({owner}): unload it through "
+                            "the service (without --no-service), or add --force to remove it behind its back")
+        _warn([f"module {args.module} is owned by the service at {owner}: removing it behind its back "
+               "(--force); the service will find it gone"])
     from kprobegen import host  # 0.04 s under TCG, for the host-mode commands only
 
     return _print_report(host.unload(args.module), args)
@@ -731,27 +1004,70 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     json_arg(q, "the fetched kernel")
     q.set_defaults(func=cmd_kernels_fetch)
 
-    p = sub.add_parser("load", help="on this machine: check, build against the running kernel, insmod; it stays loaded")
+    def service_args(p, write: bool):
+        name = RW_SOCKET_NAME if write else RO_SOCKET_NAME
+        via = p.add_mutually_exclusive_group()
+        via.add_argument("--socket", type=_path, metavar="PATH",
+                         help=f"go through the service at PATH (its socket, or the folder of `serve --socket-dir`: "
+                              f"its {name}); an error when no service answers there (default: "
+                              f"{SERVICE_DIR / name} when a service answers on it)")
+        via.add_argument("--no-service", action="store_true",
+                         help="act on the kernel directly, even when a service runs")
+
+    def host_parser(name: str, write: bool, help: str, epilog: str = HOST_EPILOG):
+        return sub.add_parser(name, help=help, epilog=epilog.format(
+            socket=SERVICE_DIR / (RW_SOCKET_NAME if write else RO_SOCKET_NAME)),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = host_parser("load", True, "on this machine: check, build against the running kernel, insmod; it stays loaded")
     p.add_argument("target", metavar="SPEC|DIR|FILE.ko",
                    help="a spec (built here against /lib/modules/$(uname -r)/build), or a kprobegen .ko built "
                         "for this kernel elsewhere (a folder holding one)")
+    service_args(p, write=True)
+    p.add_argument("--time-limit", type=_time_limit, default=None, metavar="SECONDS",
+                   help="through the service only: the service unloads it after SECONDS and keeps its final "
+                        "counts (`kprobegen unload NAME` then prints them)")
     json_arg(p, "the loaded module")
     p.set_defaults(func=cmd_load)
-    p = sub.add_parser("list", help="the kprobegen modules loaded on this machine")
+    p = host_parser("list", False, "the kprobegen modules loaded on this machine")
+    service_args(p, write=False)
     json_arg(p, "the modules")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("snapshot", help="live counts of a loaded module (no unload, nothing in the kernel log)")
+    p = host_parser("snapshot", False, "live counts of a loaded module (no unload, nothing in the kernel log)")
     p.add_argument("module", help="the module's name")
     p.add_argument("--top", type=_positive_int, default=10, help="keys shown per hook in the table (default 10)")
+    service_args(p, write=False)
     json_arg(p, "the results (docs/results.md)")
     p.set_defaults(func=cmd_snapshot)
-    p = sub.add_parser("unload", help="rmmod a kprobegen module and print its final counts")
+    p = host_parser("unload", True, "rmmod a kprobegen module and print its final counts", UNLOAD_EPILOG)
     p.add_argument("module", help="the module's name")
     p.add_argument("--top", type=_positive_int, default=10, help="keys shown per hook in the table (default 10)")
+    service_args(p, write=True)
+    p.add_argument("--force", action="store_true",
+                   help="with --no-service: unload even a module that a running service owns")
     json_arg(p, "the final results (docs/results.md)")
     p.set_defaults(func=cmd_unload)
     p = sub.add_parser("serve", help="the manager service: own loaded modules, HTTP/JSON API on Unix sockets "
-                                      "(docs/service.md); runs in the foreground")
+                                      "(docs/service.md); runs in the foreground",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+Runs in the foreground and logs to stderr; SIGTERM stops it, and the modules
+it loaded stay loaded (the next start adopts them). Under systemd it is a
+Type=notify service: READY=1 once its sockets listen.
+
+To run it under systemd, install the unit from the source tree (it is also
+in README.md, "Running the service"):
+
+  install -m 0644 contrib/systemd/kprobegen.service /etc/systemd/system/
+  groupadd --system kprobegen      # members may use the read-only socket
+  systemctl daemon-reload
+  systemctl enable --now kprobegen
+
+The unit runs /usr/local/bin/kprobegen: if kprobegen is elsewhere (the venv
+of ./setup.sh: <checkout>/.venv/bin/kprobegen), edit its ExecStart= line
+first. It keeps its state in /var/lib/kprobegen, its sockets in
+/run/kprobegen and its builds in /var/cache/kprobegen, as root with only
+CAP_SYS_MODULE and CAP_SYSLOG; journalctl -u kprobegen shows its log.
+""")
     p.add_argument("--socket-dir", metavar="DIR", help="where the sockets go (default /run/kprobegen): "
                    "kprobegen.sock (read-write, root) and kprobegen-ro.sock (read-only, root and --group)")
     p.add_argument("--state-dir", metavar="DIR", help="the service's state (default $STATE_DIRECTORY, "
