@@ -19,7 +19,7 @@ SUDO=""
 # virtual environment; python3-dev (Python.h) for the report parser's C line scanner, which
 # pip builds with gcc when it installs kprobegen; debootstrap and e2fsprogs for the full
 # Debian guest image (kprobegen image build); graphviz to draw docs/import-graph.svg
-# (tools/import_graph.py --write).
+# (tools/import_graph.py --write); systemd for systemd-analyze, which checks the service's unit.
 PACKAGES=(
   linux-image-cloud-amd64 linux-headers-cloud-amd64
   qemu-system-x86 busybox-static cpio kmod lz4
@@ -27,6 +27,7 @@ PACKAGES=(
   systemtap bpftrace
   python3 python3-venv python3-pip python3-dev ca-certificates
   debootstrap e2fsprogs graphviz
+  systemd
 )
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"

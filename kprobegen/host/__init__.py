@@ -251,16 +251,24 @@ class _KmsgRecord:
 
 def _kmsg_records() -> list[_KmsgRecord]:
     """Every record in the kernel's log buffer now, read from /dev/kmsg without blocking."""
-    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    fd = _kmsg_open()
     try:
         return _kmsg_read(fd)
     finally:
         os.close(fd)
 
 
+def _kmsg_open() -> int:
+    try:
+        return os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:   # EPERM: dmesg_restrict without CAP_SYSLOG
+        raise LoadError(f"cannot read the kernel log (/dev/kmsg: {exc.strerror}): the final counts are read "
+                        "from it (needs CAP_SYSLOG where kernel.dmesg_restrict is 1)") from None
+
+
 def _kmsg_at_end() -> int:
     """/dev/kmsg opened after its last record: reading it gives what the kernel logs next."""
-    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    fd = _kmsg_open()
     try:
         os.lseek(fd, 0, os.SEEK_END)
     except BaseException:

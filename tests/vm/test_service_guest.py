@@ -61,7 +61,13 @@ ours() { echo "=== $1"; ls /sys/kernel/debug/kprobegen 2>/dev/null | tr '\n' ' '
 
 start up1
 $D load $RW POST /v1/modules '{"spec_path": "/root/specs/sync_counter.yaml"}'
+# the kernel's own kprobe on the same symbol, armed around the workload: the oracle
+T=/sys/kernel/tracing
+echo 'p:kpg/sync ksys_sync' >> $T/kprobe_events; echo 1 > $T/events/kpg/enable
 sync; sync; sync
+echo 0 > $T/events/kpg/enable
+echo "=== oracle"; cat $T/kprobe_profile
+echo '-:kpg/sync' >> $T/kprobe_events
 $D snapshot1 $RW GET /v1/modules/sync_counter/snapshot
 $D snapshot_all $RO GET /v1/snapshot
 echo "=== modes"; stat -c '%n %a %U' $RW $RO $ST/state.json
@@ -151,6 +157,8 @@ def test_a_spec_loads_through_the_api_and_counts_exactly(guest, image):
     snap = ok(guest, "snapshot1")["results"]
     assert snap["reason"] == "snapshot" and snap["complete"] is True
     assert hits(snap) == 3 and snap["hooks"]["sync"]["by"] == {"sync": 3}
+    oracle = {f[0]: int(f[1]) for f in (line.split() for line in guest["oracle"].splitlines()) if len(f) >= 2}
+    assert oracle["sync"] == 3, guest["oracle"]          # the kernel's kprobe_profile agrees
     every = ok(guest, "snapshot_all")
     assert every["errors"] == {} and hits(every["snapshots"]["sync_counter"]) == 3
     modes = guest["modes"].split("\n")
