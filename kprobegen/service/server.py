@@ -369,10 +369,12 @@ class Service:
             self._gone(name, reason, results, detail)
 
     def _module_changed(self, name: str | None, action: str) -> None:
-        """A uevent (a hint): rescan. A module just added has no debugfs folder until its init
-        has run, so look again shortly after."""
+        """A uevent (a hint): rescan, and look again shortly after. The kernel sends a module's
+        uevent while the module is still on its way: "add" before its init has made the debugfs
+        folder, "remove" before /sys/module/NAME is deleted (kobject_cleanup sends KOBJ_REMOVE,
+        then deletes the folder), so a rescan at once can still see the module there."""
         self.rescan()
-        if action == "add" and name is not None and name not in self.state.modules:
+        if name is not None and action in ("add", "remove"):
             for delay in (0.2, 1.0, 3.0):
                 timer = threading.Timer(delay, self.rescan)
                 timer.daemon = True
@@ -412,11 +414,19 @@ class Service:
             try:
                 self._check_lifetimes()
                 self._check_armed()
+                self._check_recorded()
                 if not self.watcher.available and time.monotonic() - last_rescan >= POLL_RESCAN_S:
                     last_rescan = time.monotonic()
                     self.rescan()
             except Exception as exc:  # a bug: say it, keep going
                 self.say(f"housekeeping: {exc!r}")
+
+    def _check_recorded(self) -> None:
+        """A recorded module whose /sys/module folder is gone left the kernel without the
+        service: rescan, whatever the uevents said (one can be lost, or arrive early)."""
+        if any(rec.status == "loaded" and not host.is_loaded(name)
+               for name, rec in list(self.state.modules.items())):
+            self.rescan()
 
     def _check_lifetimes(self) -> None:
         wall, mono = time.time(), time.monotonic()

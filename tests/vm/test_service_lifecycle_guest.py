@@ -52,12 +52,12 @@ cp /bin/sync /tmp/sync_by_hand
 groupadd kprobegen
 kprobegen serve >/tmp/serve.log 2>&1 &
 PID=$!
-/opt/kprobegen/bin/python /root/driver.py phase1 || echo "=== driver_failed"
+/opt/kprobegen/bin/python /root/driver.py phase1 2>/tmp/driver.err || { echo "=== driver_failed"; tail -n 40 /tmp/driver.err; }
 # restart: events go on numbering, gone records stay
 kill -TERM $PID; wait $PID
 kprobegen serve >>/tmp/serve.log 2>&1 &
 PID=$!
-/opt/kprobegen/bin/python /root/driver.py phase2 || echo "=== driver_failed"
+/opt/kprobegen/bin/python /root/driver.py phase2 2>/tmp/driver.err || { echo "=== driver_failed"; tail -n 40 /tmp/driver.err; }
 kill -TERM $PID; wait $PID
 echo "=== ours_end"; ls /sys/kernel/debug/kprobegen 2>/dev/null | tr '\n' ' '; echo
 echo "=== kprobes_end"; cat /sys/kernel/debug/kprobes/list
@@ -99,7 +99,8 @@ def guest(image, tmp_path_factory):
     sections = in_guest(image, SCRIPT, add=[(MODULES, "/root/specs"), (specs, "/root/conc"), (kos, "/root/ko"),
                                             (DRIVER, "/root/driver.py"), (out / "plan.json", "/root/plan.json")])
     (out / "sections.json").write_text(json.dumps(sections, indent=1))     # to read when a test fails
-    assert "driver_failed" not in sections, sections.get("log", "")[-3000:]
+    assert "driver_failed" not in sections, \
+        f"driver: {sections['driver_failed']}\nserve log:\n{sections.get('log', '')[-3000:]}"
     return sections
 
 
