@@ -23,11 +23,13 @@ Then adversarial logs of the same number of lines (issue #11), each timed with
 every two frames, many short reloads, and a /dev/kmsg log where half the lines are forged
 (user facility). Their CPU time per protocol line should be within 2x of the normal 100%
 log's, timed the same way on a log of as many lines (the first row, the reference of the
-ratios printed).
+ratios printed). ``--read-problems`` also reads ``LogParse.problems`` there, as ``kprobegen
+parse`` does (the parser makes some of those texts only when they are first read).
 
 Usage: .venv/bin/python bench/parse_bench.py [--lines N] [--repeat R] [--python-scanner]
                                              [--baseline REV] [--protocol 1|2]
                                              [--adversarial-lines N] [--only-adversarial]
+                                             [--read-problems]
 """
 
 from __future__ import annotations
@@ -265,6 +267,8 @@ def main() -> None:
     ap.add_argument("--adversarial-lines", type=int, default=None, metavar="N",
                     help="lines per adversarial log (default: --lines)")
     ap.add_argument("--only-adversarial", action="store_true")
+    ap.add_argument("--read-problems", action="store_true",
+                    help="adversarial logs: also read LogParse.problems (as kprobegen parse does)")
     args = ap.parse_args()
     PROTOCOL[0] = args.protocol
     print(f"python {sys.version.split()[0]}, {args.lines:,} lines per log, protocol "
@@ -308,7 +312,8 @@ def main() -> None:
                       f"{nreport / cpu / 1e6:5.2f} M report lines/s  "
                       f"{args.lines / cpu / 1e6:5.2f} M log lines/s{ratio}")
     n = args.adversarial_lines or args.lines
-    print(f"\nadversarial logs, {n:,} lines each: parse_log + results(all=True) + unrecognised; "
+    print(f"\nadversarial logs, {n:,} lines each: parse_log + results(all=True) + unrecognised"
+          f"{' + problems' if args.read_problems else ''}; "
           f"CPU per protocol line, and its ratio to the 100% log's (the first row)")
 
     def everything(parse, text):
@@ -316,6 +321,8 @@ def main() -> None:
         if p.frames:
             p.results(all=True)
         p.unrecognised
+        if args.read_problems:
+            p.problems
         return p
 
     def logs():

@@ -9,6 +9,7 @@ on random and hand-picked logs, the fixtures of real runs, and whole parses; the
 
 from __future__ import annotations
 
+import gc
 import json
 import tracemalloc
 import zlib
@@ -218,6 +219,7 @@ TYPES = ["load", "hook", "key", "hist", "bucket", "event", "error", "other", "é
 BEGINS = ["report=0 reason=unload ts_ns=5 lines=1", "report=1 reason=interval ts_ns=1000000000000000000 lines=0",
           "report=0 reason=unload ts_ns=5 lines=1 ", "report=0 reason=a=b ts_ns=5 lines=1",
           "report=0 reason= ts_ns=5 lines=1", "report=0 reason=\u00e9t\u00e9 ts_ns=5 lines=1",
+          "report=0 reason=unloaded ts_ns=5 lines=1", "report=0 reason=interva ts_ns=5 lines=1",
           "report=0 reason=\u20ac ts_ns=5 lines=1", "report=0 reason=unload ts_ns=9999999999999999999 lines=1",
           "report=0 reason=unload ts_ns=10000000000000000000 lines=1", "lines=1 report=0 reason=x ts_ns=5",
           "report=0 reason=unload ts_ns=5", "report=0 reason=unload\tts_ns=5 lines=1"]
@@ -249,14 +251,14 @@ def _records(raw) -> list[tuple]:
 @example([(s, "hook", FIELDS[1 + s % 7], False) for s in (3, 1, 2, 1, 0, 2, 5, 4)], 2)
 def test_layout_agrees_with_python_reference(logscan, raw, lookback):
     recs = _records(raw)
-    assert logscan.layout(recs, lookback) == frames.layout_py(recs, lookback)
+    assert logscan.layout(recs, lookback, frames.frame_of) == frames.layout_py(recs, lookback)
 
 
 @pytest.mark.parametrize("field", BEGINS + ENDS)
 def test_layout_reads_begin_and_end_records_as_the_reference(logscan, field):
     """Each begin and end text, as a begin and as an end: the values of the template's form."""
     recs = [(0, "begin", field, 1), (1, "end", field, 2)]
-    assert logscan.layout(recs, LOOKBACK) == frames.layout_py(recs, LOOKBACK)
+    assert logscan.layout(recs, LOOKBACK, frames.frame_of) == frames.layout_py(recs, LOOKBACK)
 
 
 @SETTINGS
@@ -268,7 +270,7 @@ def test_layout_agrees_with_python_reference_on_many_runs(logscan, raw, lookback
     """Many short runs of few distinct lines: runs joined to earlier loads, duplicates dropped,
     more candidate loads than the lookback allows."""
     recs = [(seq, typ, f"n={n}", line) for line, (seq, typ, n) in enumerate(raw, 1)]
-    assert logscan.layout(recs, lookback) == frames.layout_py(recs, lookback)
+    assert logscan.layout(recs, lookback, frames.frame_of) == frames.layout_py(recs, lookback)
 
 
 def _lines(*runs):
@@ -296,15 +298,116 @@ def _lines(*runs):
            [(1, "x"), (3, "w")]),
 ])
 def test_layout_joins_runs_as_the_reference(logscan, recs, lookback):
-    assert logscan.layout(recs, lookback) == frames.layout_py(recs, lookback)
+    assert logscan.layout(recs, lookback, frames.frame_of) == frames.layout_py(recs, lookback)
 
 
 def test_layout_of_one_run_is_the_records_themselves(logscan):
     recs = [(0, "load", FIELDS[0], 1), (1, "begin", BEGINS[0], 2), (2, "end", ENDS[0], 3)]
-    ((records, first, last, missing, cuts, others),), dups = logscan.layout(recs, LOOKBACK)
-    assert records is recs and (first, last, missing, dups) == (1, 3, [], 0)
-    assert cuts == [(recs[1], recs[2], [], 2, (0, "unload", 5, 1), (0, 1))] and others == [recs[0]]
-    assert logscan.layout([], LOOKBACK) == ([], 0) == frames.layout_py([], LOOKBACK)
+    records, firsts, lasts, missing, rows, others, claims, outside, dups, interleaved = \
+        logscan.layout(recs, LOOKBACK, frames.frame_of)
+    assert records[0] is recs and (firsts, lasts, missing, claims, outside, dups, interleaved) == \
+        ([1], [3], [[]], [()], [()], 0, False)
+    # the frame's row (frames.ROW_FIELDS): begin, end, records, first and last SEQ, first log
+    # line, problems, lost lines, report, reason, ts_ns, lines
+    assert rows == [[(recs[1], recs[2], [], 1, 2, 2, ["lines=1 but 0 record(s) in the frame"], 1,
+                      0, "unload", 5, 1)]]
+    assert others == [[recs[0]]]
+    nothing = ([], [], [], [], [], [], [], [], 0, False)
+    assert logscan.layout([], LOOKBACK, frames.frame_of) == nothing == frames.layout_py([], LOOKBACK)
+
+
+@pytest.mark.parametrize("line_b, interleaved", [(3, True), (6, False)])
+def test_layout_tells_loads_whose_lines_interleave(logscan, line_b, interleaved):
+    """Load b's lines start at log line line_b; load a's are lines 1 and 5 (at 3, b starts
+    before a's last line: their lines interleave, and frames.flag_conflicts says so)."""
+    recs = sorted([(0, "load", "kernel=a hooks=1 protocol=2", 1), (1, "hook", "x", 5),
+                   (0, "load", "kernel=b hooks=1 protocol=2", line_b), (1, "hook", "y", 9)],
+                  key=lambda r: r[3])
+    found = logscan.layout(recs, LOOKBACK, frames.frame_of)
+    assert found == frames.layout_py(recs, LOOKBACK)
+    assert len(found[0]) == 2 and found[-1] is interleaved
+
+
+def _frames_claiming(reports, extra=()):
+    """One load: a frame (begin, hook, end) per report number in reports, then extra records."""
+    recs = [(0, "load", FIELDS[0], 1)]
+    for rep in reports:
+        begin = f"report={rep} reason=unload ts_ns=5 lines=1"
+        if rep == "x":                  # a begin the C does not read: its row made by frame_of
+            begin, rep = "lines=1 report=3 reason=unload ts_ns=5", 3
+        for typ, text in (("begin", begin), ("hook", FIELDS[1]), ("end", f"report={rep} lines=1")):
+            recs.append((len(recs), typ, text, len(recs) + 1))
+    return recs + [(seq, typ, text, len(recs) + 1 + k) for k, (seq, typ, text) in enumerate(extra)]
+
+
+@pytest.mark.parametrize("recs", [
+    _frames_claiming([0, 0]),
+    _frames_claiming([0, 1]),
+    _frames_claiming([3, 1, 3, 2, 1, 3]),                       # two numbers twice, in order of first claim
+    _frames_claiming([7] * 8 + [2] * 6),                        # more than 5: the first 5 named
+    _frames_claiming([3, "x", 3, 0]),                           # a row from frame_of among them
+    _frames_claiming([0, 1], [(40 + k, "load", FIELDS[0]) for k in range(7)]),  # second loads
+    _frames_claiming([5, 5, 5], [(99, "load", "kernel=k")]),
+    _frames_claiming([], [(9, "load", FIELDS[0])]),             # a second load and no frame
+])
+def test_layout_says_what_the_frames_of_a_load_cannot_all_be(logscan, recs):
+    """More load records than the one at SEQ 0, report numbers claimed by more than one frame:
+    said on the frames as the reference says them (frames.load_conflicts)."""
+    assert logscan.layout(recs, LOOKBACK, frames.frame_of) == frames.layout_py(recs, LOOKBACK)
+    assert logscan.layout(recs, 1, frames.frame_of)[6] == frames.layout_py(recs, 1)[6]
+
+
+def _frame(seq, begin, n, end, line):
+    """A frame from SEQ seq: a begin (or None), n hook records, an end (or None)."""
+    recs = [] if begin is None else [(seq, "begin", begin, line)]
+    recs += [(seq + len(recs) + k, "hook", FIELDS[1], line) for k in range(n)]
+    return recs + ([] if end is None else [(seq + len(recs), "end", end, line)])
+
+
+def _frames(*frames):
+    recs = [(0, "load", FIELDS[0], 1)]
+    for begin, n, end in frames:
+        recs += _frame(recs[-1][0] + 1, begin, n, end, len(recs) + 1)
+    return [(seq, typ, text, line) for line, (seq, typ, text, _) in enumerate(recs, 1)]
+
+
+B = "report={} reason=unload ts_ns=5 lines={}"
+E = "report={} lines={}"
+
+
+@pytest.mark.parametrize("recs", [
+    # the same kind of text one frame after another, the numbers differing only in the last
+    _frames((B.format(0, 3), 0, E.format(0, 3)), (B.format(1, 3), 1, E.format(1, 3)),
+            (B.format(2, 3), 2, E.format(2, 3))),                           # fewer records
+    _frames((B.format(0, 0), 1, E.format(0, 0)), (B.format(1, 0), 2, E.format(1, 0))),  # more
+    _frames((B.format(0, 1), 1, E.format(0, 2)), (B.format(1, 1), 1, E.format(1, 3))),  # disagree
+    # two loads, each with two frames claiming report 4: SEQ 1..2, 3..4, then 1..2, 3..5
+    [(0, "load", "kernel=a hooks=1 protocol=2", 1), (1, "begin", B.format(4, 0), 2),
+     (2, "end", E.format(4, 0), 3), (3, "begin", B.format(4, 0).replace("=5", "=6"), 4),
+     (4, "end", E.format(4, 0), 5), (0, "load", "kernel=b hooks=1 protocol=2", 6),
+     (1, "begin", B.format(4, 0).replace("=5", "=7"), 7), (2, "end", E.format(4, 0), 8),
+     (3, "begin", B.format(4, 0).replace("=5", "=8"), 9), (5, "end", E.format(4, 0), 10)],
+    # loads whose SEQ gaps share their first SEQ: (1, 3), then (1, 4), then (2, 4)
+    [(0, "load", "kernel=a", 1), (4, "hook", FIELDS[1], 2), (0, "load", "kernel=b", 3),
+     (5, "hook", FIELDS[1], 4), (0, "load", "kernel=c", 5), (1, "hook", FIELDS[2], 6), (5, "hook", FIELDS[1], 7)],
+    # a frame whose SEQ span is (nearly) every u64: its lost lines pass 2**64
+    [(0, "hook", FIELDS[1], 1), (2 ** 64 - 1, "hook", FIELDS[1], 2)],
+    [(1, "hook", FIELDS[1], 1), (2 ** 64 - 1, "end", E.format(0, 2 ** 63), 2)],
+    [(0, "begin", B.format(0, 10 ** 19 - 1), 1), (2 ** 62 - 1, "hook", FIELDS[1], 2)],
+    [(0, "begin", B.format(0, 10 ** 19 - 1), 1), (2 ** 62, "hook", FIELDS[1], 2)],
+])
+def test_layout_makes_each_text_and_sum_as_the_reference(logscan, recs):
+    """Texts that share all but their last number (the C reuses a text only when every number
+    is the same) and lost lines past 2**64 (the C hands such frames to frame_of)."""
+    assert logscan.layout(recs, LOOKBACK, frames.frame_of) == frames.layout_py(recs, LOOKBACK)
+
+
+def test_layout_refuses_rows_frame_of_does_not_make(logscan):
+    recs = _frames_claiming(["x", "x", "x"])
+    with pytest.raises(TypeError):
+        logscan.layout(recs, LOOKBACK, lambda *cut: None)
+    with pytest.raises(TypeError):
+        logscan.layout(recs, LOOKBACK, lambda *cut: (None,) * 12)
 
 
 @pytest.mark.parametrize("bad", [[(0, "load", "x")], [[0, "load", "x", 1]], [(-1, "load", "x", 1)],
@@ -312,26 +415,51 @@ def test_layout_of_one_run_is_the_records_themselves(logscan):
                                  [(0, "load", "x", "1")], [None]])
 def test_layout_refuses_what_the_scanners_never_give(logscan, bad):
     with pytest.raises((TypeError, OverflowError)):
-        logscan.layout(bad, LOOKBACK)
+        logscan.layout(bad, LOOKBACK, frames.frame_of)
     with pytest.raises(ValueError):
-        logscan.layout([], 0)
+        logscan.layout([], 0, frames.frame_of)
+    with pytest.raises(TypeError):
+        logscan.layout([], LOOKBACK, None)
 
 
 def test_no_memory_kept_between_layouts(logscan):
-    """Every object layout makes belongs to its result."""
+    """Every object layout makes belongs to its result: the rows of frames it checks itself
+    (in the template's form, with each kind of framing problem) and of those it hands to
+    frames.frame_of (a begin with a trailing blank)."""
     recs = []
     for i in range(3000):
         recs += [(0, "load", f"kernel=k{i} hooks=1 protocol=2", len(recs) + 1),
                  (5 * (i % 2), "begin", f"report=0 reason=unload ts_ns={i} lines=1 ", len(recs) + 2),
                  (2, _fresh("hook"), "name=h hits=3", len(recs) + 3), (3, "x", "", len(recs) + 4)]
-    logscan.layout(recs, LOOKBACK)
+    for i in range(3000):
+        # begin and end disagree, SEQ 3 missing, fewer records than stated; then a frame of a
+        # hook record alone (no begin, no end)
+        recs += [(0, "load", f"kernel=j{i} hooks=1 protocol=2", len(recs) + 1),
+                 (1, "begin", f"report=0 reason=unload ts_ns={i} lines=3", len(recs) + 2),
+                 (2, "hook", "name=h hits=3", len(recs) + 3), (4, "end", "report=1 lines=3", len(recs) + 4),
+                 (5, "hook", "name=h hits=3", len(recs) + 5)]
+    for i in range(3000):
+        # two frames claiming report i (or three, and a second load record)
+        recs.append((0, "load", f"kernel=c{i} hooks=1 protocol=2", len(recs) + 1))
+        for seq in range(1, 5 if i % 2 else 7):
+            text = f"report={i} reason=unload ts_ns=5 lines=0" if seq % 2 else f"report={i} lines=0"
+            recs.append((seq, "begin" if seq % 2 else "end", text, len(recs) + 1))
+        if i % 2 == 0:
+            recs.append((7, "load", f"kernel=c{i} hooks=1 protocol=2", len(recs) + 1))
+    logscan.layout(recs, LOOKBACK, frames.frame_of)
+    # frame_of is Python code, which can start a collection of other tests' garbage in the
+    # middle of the measurement: what the interpreter then keeps in its free lists (bounded,
+    # but up to thousands of tuples) would be counted. Collected before, and off during it.
+    gc.collect()
+    gc.disable()
     tracemalloc.start()
     try:
-        logscan.layout(recs, LOOKBACK)
+        logscan.layout(recs, LOOKBACK, frames.frame_of)
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(20):
-            logscan.layout(recs, LOOKBACK)
+            logscan.layout(recs, LOOKBACK, frames.frame_of)
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
+        gc.enable()
     assert after - before < 64 * 1024

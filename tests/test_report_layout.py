@@ -109,7 +109,10 @@ def both():
     require(scan.logscan is not None,
             "the C scanner is not built: pip install -e . (needs gcc and python3-dev)")
     c = scan.logscan
-    python_layout = types.SimpleNamespace(scan=c.scan, layout=frames.layout_py)
+    # the C scanner, and layout_py in place of the C layout (which also takes frames.frame_of,
+    # for the frames it does not read itself)
+    python_layout = types.SimpleNamespace(
+        scan=c.scan, layout=lambda recs, lookback, frame_of: frames.layout_py(recs, lookback))
 
     def parse(text: str):
         try:

@@ -15,8 +15,9 @@ This module is the stage's public API; the work is done in one module per step:
   scanner ``_logscan`` does it when built; ``scan.scan_py`` is the same in Python);
 - ``instances``: a module's records → its loads, duplicate lines dropped;
 - ``frames``: a load's records → report frames (framing checked), events, load failures;
-  conflicts between frames (the grouping into loads and the cutting into frames are done in
-  C too, ``_logscan.layout``, when it is built; ``frames.layout_py`` is the same in Python);
+  conflicts between frames (the grouping into loads, the cutting into frames and the checks
+  of each load's frames are done in C too, ``_logscan.layout``, when it is built;
+  ``frames.layout_py`` is the same in Python);
 - ``decode``: a frame's records → Results (done when a frame's Results are first asked for);
 - ``parse``: ``parse_log`` and ``LogParse``, the steps joined;
 

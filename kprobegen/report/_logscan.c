@@ -9,12 +9,12 @@
  * parse's time; here it is little more than making the tuple and its strings (figures:
  * bench/README.md, parse_bench.py).
  *
- * layout(recs, lookback) (at the end of this file) takes one module's records on: grouped
- * into instances (loads) and cut into frames, as kprobegen/report/frames.py's layout_py
- * does. What the records mean (Instances, Frames, their problems, Results) stays in Python
- * in kprobegen/report/, so there is one place where the protocol's meaning lives; these two
- * do the per-line and per-record work that made the parser slow, each held to its Python
- * reference by tests/test_logscan.py.
+ * layout(recs, lookback, frame_of) (at the end of this file) takes one module's records on:
+ * grouped into instances (loads), cut into frames, each frame's framing checked and the
+ * frames of each load checked against each other, as kprobegen/report/frames.py's layout_py
+ * does. These two do the per-line, per-record and per-frame work that made the parser slow,
+ * each held to its Python reference by tests/test_logscan.py; the rest of what the records
+ * mean (Instances, Frames, events, Results) is Python in kprobegen/report/.
  *
  * Rules kept from scan_py, each checked by tests/test_logscan.py against it:
  * - the caller has removed every '\r' (CRLF logs), lines end at '\n', numbered from 1;
@@ -676,22 +676,31 @@ done:
 /* ---------------------------------------------------------------- instances and frames */
 
 /*
- * layout(recs, lookback) does what kprobegen/report/frames.py's layout_py does (the
+ * layout(recs, lookback, frame_of) does what kprobegen/report/frames.py's layout_py does (the
  * reference, tests/test_logscan.py checks the two agree) and returns the same value:
- * ([(records, first_line, last_line, missing, cuts, others), ...], duplicates), one entry
- * per instance (load) of the module whose records (in log order, as scan() gives them)
- * are recs:
+ * (records, first_lines, last_lines, missing, rows, others, claims, outside, duplicates,
+ * interleaved):
+ * one list per item of an instance (load) of the module whose records (in log order, as
+ * scan() gives them) are recs, one entry per instance in order of first appearance:
  * - instances.group_py: recs cut into runs of rising SEQ (SEQ 0 starts one), each run
  *   joined to an earlier instance it agrees with or made a new one, duplicates dropped;
- *   records: the instance's records in SEQ order; first_line: the log line of the run that
- *   started it; last_line: its greatest log line;
- * - frames.cut_py: missing, the SEQ gaps [(lo, hi), ...]; cuts, the frames as (begin or
- *   None, end or None, body, records in the frame's SEQ span, the values of the begin and
- *   the end record when they read as the C template prints them, else None); others, the
- *   records outside the frames (events, load and error records, unknown types).
- * In Python this per-record and per-run work made a log of many tiny loads or frames (the
- * adversarial logs of bench/parse_bench.py) several times slower per line than a normal
- * log; what the records mean (Frames, their problems, Results) stays in Python.
+ *   records: the instance's records in SEQ order; first_lines: the log line of the run that
+ *   started it; last_lines: its greatest log line;
+ * - frames.cut_py: missing, the SEQ gaps [(lo, hi), ...]; rows, the frames as
+ *   frames.frame_row makes them (the frame's records, SEQs, framing problems, lost lines,
+ *   and the values of its begin and end records: frame_row() here, for begin and end
+ *   records as the C template prints them; any other frame goes to frame_of(begin, end,
+ *   body, present), frames.py's Python); others, the records outside the frames (events,
+ *   load and error records, unknown types), () when there are none; claims, the texts of
+ *   report numbers claimed by more than one frame (frames.load_conflicts, which also says
+ *   on the frames when the load has more load records than the one at SEQ 0); outside, its
+ *   SEQ gaps outside every frame (frames.gaps_outside);
+ * - interleaved: whether an instance starts before the last line of an earlier one
+ *   (frames.loads_interleave).
+ * In Python this per-record, per-run and per-frame work made a log of many tiny loads or
+ * frames (the adversarial logs of bench/parse_bench.py) several times slower per line than
+ * a normal log. The problems are made here as ASCII text (put together without printf);
+ * a text with the same numbers as the last one of its kind is the same str.
  *
  * A record is what the scanners make: (SEQ, an int up to a u64; type, a str; fields, a str;
  * log line, an int); anything else is a TypeError or OverflowError. A single run (the usual
@@ -987,6 +996,12 @@ static const char *const reasons[] = {"interval", "unload"};
 #define NREASONS 2
 static PyObject *reason_strs[NREASONS];
 
+/* frames.py's NO_BEGIN and NO_END (the same text): one shared str each. */
+#define NO_BEGIN "no begin record (the frame's start is not in the log)"
+#define NO_END "no end record (the frame's end is not in the log: cut, lost, or the module was " \
+    "still reporting)"
+static PyObject *no_begin_str, *no_end_str;
+
 /* Reading "NAME=" at *i of the str s (kind, data, length n): advances *i past it. */
 static int lit(int kind, const void *data, Py_ssize_t n, Py_ssize_t *i, const char *name)
 {
@@ -1019,155 +1034,600 @@ static int digits(int kind, const void *data, Py_ssize_t n, Py_ssize_t *i, uint6
     return 1;
 }
 
-/* A begin record's fields as the C template prints them (frames.py's _BEGIN_RE): (report,
- * reason, ts_ns, lines); an end record's (_END_RE): (report, lines); else None. New
- * reference, NULL on error. */
-static PyObject *template_values(PyObject *rec, int begin)
+/* The values of a begin or an end record as the C template prints it. */
+struct template {
+    uint64_t report, ts, lines;
+    Py_ssize_t r0, r1;          /* begin: its reason is the characters [r0, r1) of its fields */
+};
+
+/* "NAME=" at *p of [*p, e): advances *p past it. */
+static int lit1(const char **p, const char *e, const char *name, size_t len)
+{
+    if ((size_t)(e - *p) < len || memcmp(*p, name, len) != 0)
+        return 0;
+    *p += len;
+    return 1;
+}
+
+/* 1 to 19 ASCII digits at *p of [*p, e) (a u64, as the regex [0-9]{1,19} and int() read them). */
+static int digits1(const char **p, const char *e, uint64_t *v)
+{
+    const char *s = *p;
+    uint64_t x = 0;
+    while (s < e && s - *p < 20 && *s >= '0' && *s <= '9')
+        x = x * 10 + (uint64_t)(*s++ - '0');
+    if (s == *p || s - *p > 19)
+        return 0;
+    *p = s;
+    *v = x;
+    return 1;
+}
+
+#define LIT1(p, e, name) lit1(p, e, name, sizeof(name) - 1)
+
+/* 1 when the fields of record rec read as the C template prints a begin record (begin; frames.py's
+ * _BEGIN_RE: report, reason, ts_ns, lines) or an end record (_END_RE: report, lines), with
+ * the values in *v; else 0. */
+static int read_template(PyObject *rec, int begin, struct template *v)
 {
     PyObject *text = PyTuple_GET_ITEM(rec, 2);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, r0 = 0, r1 = 0;
-    uint64_t report, ts = 0, lines;
-    if (!lit(kind, data, n, &i, "report=") || !digits(kind, data, n, &i, &report))
-        Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {     /* every record the scanner makes */
+        const char *s = data, *p = s, *e = s + n;
+        if (!LIT1(&p, e, "report=") || !digits1(&p, e, &v->report))
+            return 0;
+        if (begin) {
+            if (!LIT1(&p, e, " reason="))
+                return 0;
+            const char *r = p;
+            while (p < e && *p != ' ') {
+                if (*p == '=')
+                    return 0;
+                p++;
+            }
+            v->r0 = r - s;
+            v->r1 = p - s;
+            if (!LIT1(&p, e, " ts_ns=") || !digits1(&p, e, &v->ts))
+                return 0;
+        }
+        return LIT1(&p, e, " lines=") && digits1(&p, e, &v->lines) && p == e;
+    }
+    if (!lit(kind, data, n, &i, "report=") || !digits(kind, data, n, &i, &v->report))
+        return 0;
     if (begin) {
         if (!lit(kind, data, n, &i, " reason="))
-            Py_RETURN_NONE;
-        r0 = r1 = i;
-        while (r1 < n && PyUnicode_READ(kind, data, r1) != ' ') {
-            if (PyUnicode_READ(kind, data, r1) == '=')
-                Py_RETURN_NONE;
-            r1++;
+            return 0;
+        v->r0 = v->r1 = i;
+        while (v->r1 < n && PyUnicode_READ(kind, data, v->r1) != ' ') {
+            if (PyUnicode_READ(kind, data, v->r1) == '=')
+                return 0;
+            v->r1++;
         }
-        i = r1;
-        if (!lit(kind, data, n, &i, " ts_ns=") || !digits(kind, data, n, &i, &ts))
-            Py_RETURN_NONE;
+        i = v->r1;
+        if (!lit(kind, data, n, &i, " ts_ns=") || !digits(kind, data, n, &i, &v->ts))
+            return 0;
     }
-    if (!lit(kind, data, n, &i, " lines=") || !digits(kind, data, n, &i, &lines) || i != n)
-        Py_RETURN_NONE;
-    PyObject *out = PyTuple_New(begin ? 4 : 2), *v;
-    if (out == NULL)
-        return NULL;
-    if ((v = PyLong_FromUnsignedLongLong(report)) == NULL)
-        goto fail;
-    PyTuple_SET_ITEM(out, 0, v);
-    if ((v = PyLong_FromUnsignedLongLong(lines)) == NULL)
-        goto fail;
-    PyTuple_SET_ITEM(out, begin ? 3 : 1, v);
-    if (!begin)
-        return out;
-    v = NULL;
-    for (int k = 0; k < NREASONS; k++)      /* most reasons are one of the template's */
-        if (r1 - r0 == (Py_ssize_t)strlen(reasons[k]) && kind == PyUnicode_1BYTE_KIND
-                && memcmp((const char *)data + r0, reasons[k], r1 - r0) == 0) {
-            v = reason_strs[k];
-            Py_INCREF(v);
-        }
-    if (v == NULL && (v = PyUnicode_Substring(text, r0, r1)) == NULL)
-        goto fail;
-    PyTuple_SET_ITEM(out, 1, v);
-    if ((v = PyLong_FromUnsignedLongLong(ts)) == NULL)
-        goto fail;
-    PyTuple_SET_ITEM(out, 2, v);
-    return out;
-fail:
-    Py_DECREF(out);
-    return NULL;
+    return lit(kind, data, n, &i, " lines=") && digits(kind, data, n, &i, &v->lines) && i == n;
 }
 
-/* A frame (cut_py's tuple): begin and end at positions bk, ek of the instance's records
- * (-1: none), its body from [a, b) (only frame types and unknown types when dirty),
- * present: records in its SEQ span; the values of its begin and end records when they read
- * as the template prints them. */
-static PyObject *frame_cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord,
-                           Py_ssize_t bk, Py_ssize_t ek, Py_ssize_t a, Py_ssize_t b, int dirty)
+/* The reason of a begin record read by read_template, a new reference: most are one of the
+ * template's (shared), others a copy of the text. */
+static PyObject *reason_of(PyObject *rec, const struct template *v)
 {
-    PyObject *body;
-    Py_ssize_t last = b - 1;        /* the position of the body's last record */
-    if (!dirty)
+    PyObject *text = PyTuple_GET_ITEM(rec, 2);
+    Py_ssize_t len = v->r1 - v->r0;
+    if (PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND)
+        for (int k = 0; k < NREASONS; k++)
+            if (len == (Py_ssize_t)strlen(reasons[k])
+                    && memcmp((const char *)PyUnicode_DATA(text) + v->r0, reasons[k], len) == 0) {
+                Py_INCREF(reason_strs[k]);
+                return reason_strs[k];
+            }
+    return PyUnicode_Substring(text, v->r0, v->r1);
+}
+
+/* Append a new reference to a list (consumed): 0, or -1 (also when item is NULL). */
+static int append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* An ASCII text put together from pieces, for the problems of frames (PyUnicode_FromFormat
+ * goes through printf and cost more than the rest of a frame's row). */
+struct text {
+    char s[512];                /* the longest text made here is about 420 characters */
+    size_t n;
+};
+
+static void put_n(struct text *t, const char *s, size_t len)
+{
+    if (len > sizeof(t->s) - t->n)  /* never (see the size): cut rather than overrun */
+        len = sizeof(t->s) - t->n;
+    memcpy(t->s + t->n, s, len);
+    t->n += len;
+}
+
+static void put(struct text *t, const char *s)
+{
+    put_n(t, s, strlen(s));
+}
+
+static void put_u64(struct text *t, uint64_t v)
+{
+    char d[20];
+    int k = 20;
+    do {
+        d[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put_n(t, d + k, 20 - k);
+}
+
+/* The text as a new str (NULL on error). */
+static PyObject *text_str(const struct text *t)
+{
+    PyObject *out = PyUnicode_New((Py_ssize_t)t->n, 127);
+    if (out != NULL)
+        memcpy(PyUnicode_DATA(out), t->s, t->n);
+    return out;
+}
+
+/* The last text of each kind made in one layout() call, with its numbers: a log of many
+ * frames (an adversarial one: as many as lines) tends to say the same thing again, and one
+ * str then serves every frame that says it (a str is immutable: nobody can tell). The same
+ * for the tuples of a load's SEQ gap, (lo, hi), and of its one gap outside its frames, (gap,). */
+enum { SAID_DISAGREE, SAID_MISSING, SAID_FEWER, SAID_MORE, SAID_CLAIM2, SAID_GAP, SAID_OUTSIDE,
+       NSAID };
+struct said {
+    PyObject *str;              /* NULL until one is made (SAID_GAP, SAID_OUTSIDE: a tuple) */
+    uint64_t nums[5];
+};
+
+/* pieces and numbers taking turns (NULL ends the pieces: one number fewer than pieces), as
+ * a str, the same str as the last one of its kind when its numbers are the same: a new
+ * reference, NULL on error. */
+static PyObject *said_text(struct said *last, const char *const *pieces, const uint64_t *nums)
+{
+    int count = 0;
+    while (pieces[count + 1] != NULL)
+        count++;
+    if (last->str == NULL || memcmp(last->nums, nums, count * sizeof(*nums)) != 0) {
+        struct text t = {.n = 0};
+        for (int k = 0; k <= count; k++) {
+            put(&t, pieces[k]);
+            if (k < count)
+                put_u64(&t, nums[k]);
+        }
+        PyObject *str = text_str(&t);
+        if (str == NULL)
+            return NULL;
+        Py_XSETREF(last->str, str);
+        memcpy(last->nums, nums, count * sizeof(*nums));
+    }
+    Py_INCREF(last->str);
+    return last->str;
+}
+
+/* said_text appended to list: 0, or -1 on error. */
+static int append_text(PyObject *list, struct said *last, const char *const *pieces,
+                       const uint64_t *nums)
+{
+    return append_new(list, said_text(last, pieces, nums));
+}
+
+/* A frame's row (frames.py's frame_of and frame_row; ROW_FIELDS there): begin and end at
+ * positions bk, ek of the instance's records (-1: none), its body from [a, b) (only frame
+ * types and unknown types when dirty). A frame whose begin and end are absent or read as
+ * the template prints them is checked here, as frame_row does it; any other frame (or one
+ * whose SEQ span is too wide for u64 sums) is handed to frame_of(begin, end, body, present)
+ * in Python, which reads such records field by field. New reference, NULL on error. */
+static PyObject *frame_row(PyObject *records, const struct rec *r, const Py_ssize_t *ord,
+                           Py_ssize_t bk, Py_ssize_t ek, Py_ssize_t a, Py_ssize_t b, int dirty,
+                           PyObject *frame_of, struct said *said)
+{
+    PyObject *body, *problems = NULL, *row = NULL;
+    Py_ssize_t first = -1, last = -1;   /* positions of the body's first and last records */
+    if (!dirty) {
         body = PyList_GetSlice(records, a, b);
-    else {
+        if (a < b) {
+            first = a;
+            last = b - 1;
+        }
+    } else {
         body = PyList_New(0);
-        last = -1;
         for (Py_ssize_t k = a; body != NULL && k < b; k++) {
             int t = r[ord ? ord[k] : k].type;
             if (FRAME_TYPE(t) || t == T_OTHER) {
                 if (PyList_Append(body, PyList_GET_ITEM(records, k)) < 0)
                     Py_CLEAR(body);
+                if (first < 0)
+                    first = k;
                 last = k;
             }
         }
     }
     if (body == NULL)
         return NULL;
-    Py_ssize_t present;
-    if (ek >= 0)
-        present = ek - a + 1 + (bk >= 0);
-    else {
-        if (a >= b || last < a)
-            last = bk;                  /* no body: the frame is its begin */
-        present = last + 1 - a + (bk >= 0);
-    }
-    PyObject *bv = Py_None, *ev = Py_None;
-    Py_INCREF(Py_None);
-    Py_INCREF(Py_None);
-    if (bk >= 0) {
-        Py_DECREF(bv);
-        bv = template_values(PyList_GET_ITEM(records, bk), 1);
-    }
-    if (ek >= 0 && bv != NULL) {
-        Py_DECREF(ev);
-        ev = template_values(PyList_GET_ITEM(records, ek), 0);
-    }
-    if (bv == NULL || ev == NULL) {
+    /* records of the instance in the frame's SEQ span: up to its end, else its last record */
+    Py_ssize_t present = (ek >= 0 ? ek : last >= 0 ? last : bk) + 1 - a + (bk >= 0);
+    PyObject *begin = bk >= 0 ? PyList_GET_ITEM(records, bk) : NULL;
+    PyObject *end = ek >= 0 ? PyList_GET_ITEM(records, ek) : NULL;
+    Py_ssize_t fk = bk >= 0 ? bk : first >= 0 ? first : ek;    /* its first and last records */
+    Py_ssize_t lk = ek >= 0 ? ek : last >= 0 ? last : bk;
+    const struct rec *fr = &r[ord ? ord[fk] : fk], *lr = &r[ord ? ord[lk] : lk];
+    struct template bv, ev;
+    if ((begin != NULL && !read_template(begin, 1, &bv)) || (end != NULL && !read_template(end, 0, &ev))
+            || lr->seq - fr->seq >= (uint64_t)1 << 62) {
+        row = PyObject_CallFunction(frame_of, "OOOn", begin ? begin : Py_None,
+                                    end ? end : Py_None, body, present);
         Py_DECREF(body);
-        Py_XDECREF(bv);
-        Py_XDECREF(ev);
-        return NULL;
+        return row;
     }
-    PyObject *out = PyTuple_New(6), *n = PyLong_FromSsize_t(present);
-    if (out == NULL || n == NULL) {
-        Py_XDECREF(out);
-        Py_XDECREF(n);
-        Py_DECREF(body);
-        Py_DECREF(bv);
-        Py_DECREF(ev);
-        return NULL;
+    if ((problems = PyList_New(0)) == NULL)
+        goto fail;
+    uint64_t report = 0, lines = 0;
+    if (begin != NULL) {
+        report = bv.report;
+        lines = bv.lines;
     }
-    PyObject *bo = bk >= 0 ? PyList_GET_ITEM(records, bk) : Py_None;
-    PyObject *eo = ek >= 0 ? PyList_GET_ITEM(records, ek) : Py_None;
-    Py_INCREF(bo);
-    Py_INCREF(eo);
-    PyTuple_SET_ITEM(out, 0, bo);
-    PyTuple_SET_ITEM(out, 1, eo);
-    PyTuple_SET_ITEM(out, 2, body);
-    PyTuple_SET_ITEM(out, 3, n);
-    PyTuple_SET_ITEM(out, 4, bv);
-    PyTuple_SET_ITEM(out, 5, ev);
-    return out;
+    if (end != NULL) {
+        if (begin == NULL) {
+            report = ev.report;
+            lines = ev.lines;
+        } else if (ev.report != report || ev.lines != lines) {
+            static const char *const says[] = {"begin says report=", " lines=",
+                                               " but end says report=", " lines=", "", NULL};
+            if (append_text(problems, &said[SAID_DISAGREE], says,
+                            (uint64_t[]){report, lines, ev.report, ev.lines}) < 0)
+                goto fail;
+        }
+    }
+    /* lost lines: SEQ gaps inside the frame, and whatever the stated line count misses (no
+     * overflow: the span is below 2^62, a count below 10^19) */
+    uint64_t gaps = lr->seq - fr->seq - (uint64_t)(present - 1), lost = gaps;
+    static const char *const missing[] = {"", " line(s) missing between SEQ ", " and ", "", NULL};
+    if (gaps && append_text(problems, &said[SAID_MISSING], missing,
+                         (uint64_t[]){gaps, fr->seq, lr->seq}) < 0)
+        goto fail;
+    if (begin == NULL) {
+        if (PyList_Append(problems, no_begin_str) < 0)
+            goto fail;
+        lost++;
+    }
+    if (end == NULL) {
+        if (PyList_Append(problems, no_end_str) < 0)
+            goto fail;
+        lost++;
+    }
+    uint64_t n = (uint64_t)PyList_GET_SIZE(body);
+    if ((begin != NULL || end != NULL) && lines != n) {
+        if (lines > n) {
+            static const char *const fewer[] = {"lines=", " but ", " record(s) in the frame", NULL};
+            if (!gaps && append_text(problems, &said[SAID_FEWER], fewer, (uint64_t[]){lines, n}) < 0)
+                goto fail;
+            if (lines - n > gaps)
+                lost += lines - n - gaps;
+        } else {
+            static const char *const more[] = {"lines=", " but ", " record(s) in the frame (",
+                                               " more than stated)", NULL};
+            if (append_text(problems, &said[SAID_MORE], more, (uint64_t[]){lines, n, n - lines}) < 0)
+                goto fail;
+        }
+    }
+    if ((row = PyTuple_New(12)) == NULL)
+        goto fail;
+    PyObject *line = PyTuple_GET_ITEM((lr->line < fr->line ? lr : fr)->obj, 3);
+    PyObject *borrowed[6] = {begin ? begin : Py_None, end ? end : Py_None, NULL,
+                             PyTuple_GET_ITEM(fr->obj, 0), PyTuple_GET_ITEM(lr->obj, 0), line};
+    for (int k = 0; k < 6; k++)
+        if (k != 2) {
+            Py_INCREF(borrowed[k]);
+            PyTuple_SET_ITEM(row, k, borrowed[k]);
+        }
+    PyTuple_SET_ITEM(row, 2, body);         /* the row holds them now */
+    PyTuple_SET_ITEM(row, 6, problems);
+    body = problems = NULL;
+    PyObject *v;
+    if ((v = PyLong_FromUnsignedLongLong(lost)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 7, v);
+    if (begin == NULL && end == NULL) {     /* a frame of body records only */
+        for (int k = 8; k < 12; k++) {
+            Py_INCREF(Py_None);
+            PyTuple_SET_ITEM(row, k, Py_None);
+        }
+        return row;
+    }
+    if ((v = PyLong_FromUnsignedLongLong(report)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 8, v);
+    if ((v = PyLong_FromUnsignedLongLong(lines)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 11, v);
+    if (begin == NULL) {
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(row, 9, Py_None);
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(row, 10, Py_None);
+        return row;
+    }
+    if ((v = reason_of(begin, &bv)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 9, v);
+    if ((v = PyLong_FromUnsignedLongLong(bv.ts)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 10, v);
+    return row;
+fail:
+    Py_XDECREF(body);
+    Py_XDECREF(problems);
+    Py_XDECREF(row);            /* a tuple with NULL items deallocates */
+    return NULL;
+}
+
+/* What load_conflicts needs of a frame's row: its report number, first and last SEQ. */
+struct claim {
+    uint64_t report, first, last;
+    Py_ssize_t row;             /* its position among the instance's rows */
+};
+
+/* The first and last SEQ of a row (made here or by frame_of): 0, or -1 with an exception when
+ * it is not a row. */
+static int row_seqs(PyObject *row, uint64_t *first, uint64_t *last)
+{
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 12 || !PyList_Check(PyTuple_GET_ITEM(row, 6))) {
+        PyErr_SetString(PyExc_TypeError, "layout: frame_of must give a frame's row");
+        return -1;
+    }
+    *first = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(row, 3));
+    *last = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(row, 4));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The values of a row in *c, whether it has a report number in *has: 0, or -1 with an
+ * exception when it is not a row. */
+static int row_claim(PyObject *row, Py_ssize_t k, struct claim *c, int *has)
+{
+    if (row_seqs(row, &c->first, &c->last) < 0)
+        return -1;
+    PyObject *report = PyTuple_GET_ITEM(row, 8);
+    *has = report != Py_None;
+    c->report = *has ? PyLong_AsUnsignedLongLong(report) : 0;
+    c->row = k;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* frames.py's gaps_outside: the instance's SEQ gaps (missing, as cut() made it) outside
+ * every frame of it (rows), a tuple in *outside (one gap: the last such tuple again when it
+ * holds the same gap). 0, or -1 on error. */
+static int gaps_outside(PyObject *missing, PyObject *rows, struct said *said, PyObject **outside)
+{
+    Py_ssize_t ng = PyList_GET_SIZE(missing), nf = PyList_GET_SIZE(rows), k = -1, n = 0;
+    PyObject *one = NULL, *found = NULL;    /* the first gap outside; a list of two or more */
+    uint64_t first, last;
+    *outside = NULL;
+    for (Py_ssize_t i = 0; i < ng; i++) {
+        PyObject *gap = PyList_GET_ITEM(missing, i);
+        uint64_t lo = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(gap, 0));
+        uint64_t hi = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(gap, 1));
+        for (; k + 1 < nf; k++) {           /* k: the last frame starting before lo */
+            if (row_seqs(PyList_GET_ITEM(rows, k + 1), &first, &last) < 0)
+                goto fail;
+            if (first >= lo)
+                break;
+        }
+        if (k >= 0) {
+            if (row_seqs(PyList_GET_ITEM(rows, k), &first, &last) < 0)
+                goto fail;
+            if (hi < last)
+                continue;                   /* inside frame k: its own problem */
+        }
+        if (n++ == 0)
+            one = gap;
+        else if ((found == NULL && ((found = PyList_New(0)) == NULL || PyList_Append(found, one) < 0))
+                 || PyList_Append(found, gap) < 0)
+            goto fail;
+    }
+    if (n == 1) {
+        struct said *said1 = &said[SAID_OUTSIDE];
+        if (said1->str == NULL || PyTuple_GET_ITEM(said1->str, 0) != one) {
+            PyObject *t = PyTuple_Pack(1, one);
+            if (t == NULL)
+                goto fail;
+            Py_XSETREF(said1->str, t);
+        }
+        Py_INCREF(said1->str);
+        *outside = said1->str;
+    } else
+        *outside = n ? PyList_AsTuple(found) : PyTuple_New(0);
+fail:
+    Py_XDECREF(found);
+    return *outside == NULL ? -1 : 0;
+}
+
+/* what appended to the problems of the rows at c[0..n) (c[i].row): 0, or -1 on error. */
+static int say_on(PyObject *rows, const struct claim *c, Py_ssize_t n, PyObject *what)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyList_Append(PyTuple_GET_ITEM(PyList_GET_ITEM(rows, c[i].row), 6), what) < 0)
+            return -1;
+    return 0;
+}
+
+static int cmp_claim(const void *x, const void *y)     /* by report number, then position */
+{
+    const struct claim *a = x, *b = y;
+    if (a->report != b->report)
+        return (a->report > b->report) - (a->report < b->report);
+    return (a->row > b->row) - (a->row < b->row);
+}
+
+/* claims[start .. start + n): the frames of one report number; first: the position of the
+ * first of them */
+struct group { Py_ssize_t start, n, first; };
+
+static int cmp_group(const void *x, const void *y)     /* by the position of their first frame */
+{
+    Py_ssize_t a = ((const struct group *)x)->first, b = ((const struct group *)y)->first;
+    return (a > b) - (a < b);
+}
+
+#define CLAIM_END "): a module prints each report once, so some of these lines were not printed by it"
+
+/* frames.py's load_conflicts on an instance's rows: the text of load records not at SEQ 0
+ * (among its records, in SEQ order: record k is r[ord[k]], or r[k] without ord) appended to
+ * every row's problems, then the text of each report number claimed by more than one frame
+ * to the problems of those frames; those texts in a tuple, in *claims. 0, or -1 on error. */
+static int load_conflicts(PyObject *rows, const struct rec *r, const Py_ssize_t *ord,
+                          Py_ssize_t m, struct said *said, PyObject **claims)
+{
+    Py_ssize_t nrows = PyList_GET_SIZE(rows), seconds = 0;
+    *claims = NULL;
+    for (Py_ssize_t k = 0; k < m && nrows; k++) {
+        const struct rec *x = &r[ord ? ord[k] : k];
+        seconds += x->type == T_LOAD && x->seq != 0;
+    }
+    if (seconds) {
+        struct text t = {.n = 0};
+        put_u64(&t, (uint64_t)seconds);
+        put(&t, " more load record(s) in one load (");
+        for (Py_ssize_t k = 0, shown = 0; k < m && shown < 5; k++) {
+            const struct rec *x = &r[ord ? ord[k] : k];
+            if (x->type != T_LOAD || x->seq == 0)
+                continue;
+            put(&t, shown++ ? ", SEQ " : "SEQ ");
+            put_u64(&t, x->seq);
+            put(&t, " (log line ");
+            put_u64(&t, (uint64_t)x->line);
+            put(&t, ")");
+        }
+        put(&t, "): a module prints one, at SEQ 0, so some of these lines were not printed by it");
+        PyObject *what = text_str(&t);
+        int rc = what == NULL ? -1 : 0;
+        for (Py_ssize_t k = 0; k < nrows && rc == 0; k++) {
+            PyObject *row = PyList_GET_ITEM(rows, k);
+            if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 12 || !PyList_Check(PyTuple_GET_ITEM(row, 6))) {
+                PyErr_SetString(PyExc_TypeError, "layout: frame_of must give a frame's row");
+                rc = -1;
+            } else
+                rc = PyList_Append(PyTuple_GET_ITEM(row, 6), what);
+        }
+        Py_XDECREF(what);
+        if (rc < 0)
+            return -1;
+    }
+    if (nrows == 2) {                   /* the usual case of more than one: one step */
+        struct claim c[2];
+        int has[2];
+        if (row_claim(PyList_GET_ITEM(rows, 0), 0, &c[0], &has[0]) < 0
+                || row_claim(PyList_GET_ITEM(rows, 1), 1, &c[1], &has[1]) < 0)
+            return -1;
+        if (has[0] && has[1] && c[0].report == c[1].report) {
+            static const char *const two[] = {"2 frames of one load claim report ", " (SEQ ", "..",
+                                              ", SEQ ", "..", CLAIM_END, NULL};
+            PyObject *what = said_text(&said[SAID_CLAIM2], two, (uint64_t[]){c[0].report,
+                                       c[0].first, c[0].last, c[1].first, c[1].last});
+            if (what == NULL || say_on(rows, c, 2, what) < 0 || (*claims = PyTuple_Pack(1, what)) == NULL) {
+                Py_XDECREF(what);
+                return -1;
+            }
+            Py_DECREF(what);
+            return 0;
+        }
+    }
+    if (nrows <= 2)
+        return (*claims = PyTuple_New(0)) == NULL ? -1 : 0;
+    /* the frames with a report number, by number; groups of one number, in the order of
+     * their first frames */
+    struct claim *c = PyMem_Malloc(nrows * sizeof(*c));
+    struct group *g = PyMem_Malloc(nrows * sizeof(*g));
+    PyObject *found = PyList_New(0);
+    Py_ssize_t n = 0, ng = 0;
+    int rc = -1;
+    if (c == NULL || g == NULL || found == NULL) {
+        if (found != NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < nrows; k++) {
+        int has;
+        if (row_claim(PyList_GET_ITEM(rows, k), k, &c[n], &has) < 0)
+            goto done;
+        n += has;
+    }
+    qsort(c, n, sizeof(*c), cmp_claim);
+    for (Py_ssize_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && c[j].report == c[i].report; j++)
+            ;
+        if (j - i > 1)
+            g[ng++] = (struct group){i, j - i, c[i].row};
+    }
+    qsort(g, ng, sizeof(*g), cmp_group);
+    for (Py_ssize_t k = 0; k < ng; k++) {
+        const struct claim *same = c + g[k].start;
+        struct text t = {.n = 0};
+        put_u64(&t, (uint64_t)g[k].n);
+        put(&t, " frames of one load claim report ");
+        put_u64(&t, same[0].report);
+        put(&t, " (");
+        for (Py_ssize_t i = 0; i < g[k].n && i < 5; i++) {
+            put(&t, i ? ", SEQ " : "SEQ ");
+            put_u64(&t, same[i].first);
+            put(&t, "..");
+            put_u64(&t, same[i].last);
+        }
+        put(&t, CLAIM_END);
+        PyObject *what = text_str(&t);
+        if (what == NULL || say_on(rows, same, g[k].n, what) < 0 || PyList_Append(found, what) < 0) {
+            Py_XDECREF(what);
+            goto done;
+        }
+        Py_DECREF(what);
+    }
+    rc = (*claims = PyList_AsTuple(found)) == NULL ? -1 : 0;
+done:
+    PyMem_Free(c);
+    PyMem_Free(g);
+    Py_XDECREF(found);
+    return rc;
 }
 
 /* frames.py's cut_py on an instance's records (in SEQ order; record k is r[ord[k]], or r[k]
- * without ord): (missing, cuts, others), new references in *missing, *cuts, *others. */
+ * without ord): (missing, rows, others), new references in *missing, *rows, *others. */
 static int cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord, Py_ssize_t m,
-               PyObject **missing, PyObject **cuts, PyObject **others)
+               PyObject *frame_of, struct said *said, PyObject **missing, PyObject **rows,
+               PyObject **others, PyObject **claims, PyObject **outside)
 {
     *missing = PyList_New(0);
-    *cuts = PyList_New(0);
-    *others = PyList_New(0);
-    if (!*missing || !*cuts || !*others)
+    *rows = PyList_New(0);
+    *others = NULL;                     /* made at its first record; () when there is none */
+    if (!*missing || !*rows)
         goto fail;
     uint64_t expect = 0;                /* SEQ gaps: the start counts (SEQ 0 is the first line) */
     for (Py_ssize_t k = 0; k < m; k++) {
         uint64_t s = r[ord ? ord[k] : k].seq;
-        if (s != expect) {
-            PyObject *gap = Py_BuildValue("(KK)", (unsigned long long)expect, (unsigned long long)(s - 1));
-            if (gap == NULL || PyList_Append(*missing, gap) < 0) {
-                Py_XDECREF(gap);
-                goto fail;
+        if (s != expect) {             /* (lo, hi): the last one again when the same */
+            struct said *last = &said[SAID_GAP];
+            if (last->str == NULL || last->nums[0] != expect || last->nums[1] != s - 1) {
+                PyObject *lo = PyLong_FromUnsignedLongLong(expect);
+                PyObject *hi = PyLong_FromUnsignedLongLong(s - 1);
+                PyObject *gap = lo && hi ? PyTuple_Pack(2, lo, hi) : NULL;
+                Py_XDECREF(lo);
+                Py_XDECREF(hi);
+                if (gap == NULL)
+                    goto fail;
+                Py_XSETREF(last->str, gap);
+                last->nums[0] = expect;
+                last->nums[1] = s - 1;
             }
-            Py_DECREF(gap);
+            if (PyList_Append(*missing, last->str) < 0)
+                goto fail;
         }
         expect = s + 1;
     }
@@ -1175,7 +1635,6 @@ static int cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord, Py
     Py_ssize_t bk = -1, a = 0;
     for (Py_ssize_t k = 0; k < m; k++) {
         int t = r[ord ? ord[k] : k].type;
-        PyObject *f = NULL;
         if (FRAME_TYPE(t)) {
             if (!in_frame) {            /* a frame whose begin is gone */
                 in_frame = 1;
@@ -1186,7 +1645,7 @@ static int cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord, Py
             continue;
         }
         if (t == T_BEGIN) {
-            if (in_frame && (f = frame_cut(records, r, ord, bk, -1, a, k, dirty)) == NULL)
+            if (in_frame && append_new(*rows, frame_row(records, r, ord, bk, -1, a, k, dirty, frame_of, said)) < 0)
                 goto fail;
             in_frame = 1;
             bk = k;
@@ -1198,86 +1657,106 @@ static int cut(PyObject *records, const struct rec *r, const Py_ssize_t *ord, Py
                 a = k;
                 dirty = 0;
             }
-            if ((f = frame_cut(records, r, ord, bk, k, a, k, dirty)) == NULL)
+            if (append_new(*rows, frame_row(records, r, ord, bk, k, a, k, dirty, frame_of, said)) < 0)
                 goto fail;
             in_frame = 0;
         } else {
             if (in_frame)
                 dirty = 1;
-            if (PyList_Append(*others, PyList_GET_ITEM(records, k)) < 0)
-                goto fail;
-        }
-        if (f != NULL) {
-            int rc = PyList_Append(*cuts, f);
-            Py_DECREF(f);
-            if (rc < 0)
+            if ((*others == NULL && (*others = PyList_New(0)) == NULL)
+                    || PyList_Append(*others, PyList_GET_ITEM(records, k)) < 0)
                 goto fail;
         }
     }
-    if (in_frame) {
-        PyObject *f = frame_cut(records, r, ord, bk, -1, a, m, dirty);
-        int rc = f ? PyList_Append(*cuts, f) : -1;
-        Py_XDECREF(f);
-        if (rc < 0)
-            goto fail;
+    if (in_frame && append_new(*rows, frame_row(records, r, ord, bk, -1, a, m, dirty, frame_of, said)) < 0)
+        goto fail;
+    if (*others == NULL && (*others = PyTuple_New(0)) == NULL)
+        goto fail;
+    if (load_conflicts(*rows, r, ord, m, said, claims) < 0)
+        goto fail;
+    if (gaps_outside(*missing, *rows, said, outside) < 0) {
+        Py_CLEAR(*claims);
+        goto fail;
     }
     return 0;
 fail:
     Py_CLEAR(*missing);
-    Py_CLEAR(*cuts);
+    Py_CLEAR(*rows);
     Py_CLEAR(*others);
     return -1;
 }
 
-/* One instance's entry of layout()'s list; ord as in cut(). */
-static PyObject *instance_entry(PyObject *records, const struct rec *r, const Py_ssize_t *ord,
-                                Py_ssize_t m, Py_ssize_t first)
+/* What layout() gives back: one list per item of an instance (one entry per instance, in
+ * order of first appearance), and whether the lines of two instances interleave in the log. */
+enum { C_RECORDS, C_FIRST, C_LAST, C_MISSING, C_ROWS, C_OTHERS, C_CLAIMS, C_OUTSIDE, NCOLS };
+struct columns {
+    PyObject *col[NCOLS];
+    Py_ssize_t reach;           /* the greatest last log line of the instances so far */
+    int interleaved;
+};
+
+/* One instance added to the columns: its records (in SEQ order; record k is r[ord[k]], or r[k]
+ * without ord), first: the record whose log line started it. 0, or -1 on error. */
+static int add_instance(struct columns *c, PyObject *records, const struct rec *r,
+                        const Py_ssize_t *ord, Py_ssize_t m, Py_ssize_t first, PyObject *frame_of,
+                        struct said *said)
 {
-    PyObject *missing, *cuts, *others;
+    PyObject *missing, *rows, *others, *claims, *outside;
     Py_ssize_t last = ord ? ord[0] : 0;
     for (Py_ssize_t k = 1; k < m; k++) {
         Py_ssize_t i = ord ? ord[k] : k;
         if (r[i].line > r[last].line)
             last = i;
     }
-    if (cut(records, r, ord, m, &missing, &cuts, &others) < 0)
-        return NULL;
-    PyObject *out = PyTuple_New(6);
-    if (out == NULL) {
-        Py_DECREF(missing);
-        Py_DECREF(cuts);
-        Py_DECREF(others);
-        return NULL;
+    /* instances come in the order of their first lines: one that starts before the last line
+     * of an earlier one interleaves with it (frames.py's loads_interleave) */
+    if (r[first].line < c->reach)
+        c->interleaved = 1;
+    if (r[last].line > c->reach)
+        c->reach = r[last].line;
+    if (cut(records, r, ord, m, frame_of, said, &missing, &rows, &others, &claims, &outside) < 0)
+        return -1;
+    PyObject *items[NCOLS] = {records, PyTuple_GET_ITEM(r[first].obj, 3),
+                              PyTuple_GET_ITEM(r[last].obj, 3), missing, rows, others, claims,
+                              outside};
+    int rc = 0;
+    for (int k = 0; k < NCOLS; k++) {
+        if (k < C_MISSING)
+            Py_INCREF(items[k]);        /* borrowed; the others are new references */
+        if (append_new(c->col[k], items[k]) < 0)
+            rc = -1;
     }
-    PyObject *items[3] = {records, PyTuple_GET_ITEM(r[first].obj, 3), PyTuple_GET_ITEM(r[last].obj, 3)};
-    for (int k = 0; k < 3; k++) {
-        Py_INCREF(items[k]);
-        PyTuple_SET_ITEM(out, k, items[k]);
-    }
-    PyTuple_SET_ITEM(out, 3, missing);
-    PyTuple_SET_ITEM(out, 4, cuts);
-    PyTuple_SET_ITEM(out, 5, others);
-    return out;
+    return rc;
 }
 
 static PyObject *layout(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *recs;
+    PyObject *recs, *frame_of;
     Py_ssize_t lookback;
-    if (!PyArg_ParseTuple(args, "O!n:layout", &PyList_Type, &recs, &lookback))
+    if (!PyArg_ParseTuple(args, "O!nO:layout", &PyList_Type, &recs, &lookback, &frame_of))
         return NULL;
+    if (!PyCallable_Check(frame_of)) {
+        PyErr_SetString(PyExc_TypeError, "layout: frame_of must be callable");
+        return NULL;
+    }
     if (lookback < 1) {
         PyErr_SetString(PyExc_ValueError, "layout: lookback must be at least 1");
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(recs);
-    PyObject *out = PyList_New(0);
-    if (out == NULL || n == 0)
-        return out ? Py_BuildValue("(Nn)", out, (Py_ssize_t)0) : NULL;
-    struct rec *r = PyMem_Malloc(n * sizeof(*r));
+    struct columns c = {.reach = -1, .interleaved = 0};
+    int ok = 1;
+    for (int k = 0; k < NCOLS; k++)
+        ok &= (c.col[k] = PyList_New(0)) != NULL;
+    struct rec *r = ok && n ? PyMem_Malloc(n * sizeof(*r)) : NULL;
     Py_ssize_t *runs = NULL, *owner = NULL, *ord = NULL, *start = NULL;
     struct by_seq *tmp = NULL;
+    struct said said[NSAID] = {{NULL, {0}}};
     Py_ssize_t nruns = 0, ninst = 0, dups = 0;
+    if (!ok)
+        goto fail;
+    if (n == 0)
+        goto done;
     if (r == NULL) {
         PyErr_NoMemory();
         goto fail;
@@ -1300,12 +1779,8 @@ static PyObject *layout(PyObject *Py_UNUSED(self), PyObject *args)
         nruns += i == 0 || r[i].seq <= r[i - 1].seq;    /* SEQ 0 or one not rising: a run */
     }
     if (nruns == 1) {               /* the usual case: one load, seen once */
-        PyObject *e = instance_entry(recs, r, NULL, n, 0);
-        if (e == NULL || PyList_Append(out, e) < 0) {
-            Py_XDECREF(e);
+        if (add_instance(&c, recs, r, NULL, n, 0, frame_of, said) < 0)
             goto fail;
-        }
-        Py_DECREF(e);
         goto done;
     }
     runs = PyMem_Malloc((nruns + 1) * sizeof(*runs));
@@ -1360,13 +1835,10 @@ static PyObject *layout(PyObject *Py_UNUSED(self), PyObject *args)
             Py_INCREF(r[o[k]].obj);
             PyList_SET_ITEM(records, k, r[o[k]].obj);
         }
-        PyObject *e = instance_entry(records, r, o, m, first);
+        int rc = add_instance(&c, records, r, o, m, first, frame_of, said);
         Py_DECREF(records);
-        if (e == NULL || PyList_Append(out, e) < 0) {
-            Py_XDECREF(e);
+        if (rc < 0)
             goto fail;
-        }
-        Py_DECREF(e);
     }
 done:
     PyMem_Free(r);
@@ -1375,9 +1847,16 @@ done:
     PyMem_Free(ord);
     PyMem_Free(start);
     PyMem_Free(tmp);
-    return out == NULL ? NULL : Py_BuildValue("(Nn)", out, dups);
+    for (int k = 0; k < NSAID; k++)
+        Py_XDECREF(said[k].str);
+    if (!ok)
+        return NULL;
+    return Py_BuildValue("(NNNNNNNNnN)", c.col[0], c.col[1], c.col[2], c.col[3], c.col[4], c.col[5],
+                         c.col[6], c.col[7], dups, PyBool_FromLong(c.interleaved));
 fail:
-    Py_CLEAR(out);      /* one cleanup path: the buffers are freed at done */
+    for (int k = 0; k < NCOLS; k++)     /* one cleanup path: the buffers are freed at done */
+        Py_CLEAR(c.col[k]);
+    ok = 0;
     goto done;
 }
 
@@ -1387,9 +1866,9 @@ static PyMethodDef methods[] = {
      "rejected, untold, tagged), "
      "or None when text is not stored one byte per character."},
     {"layout", layout, METH_VARARGS,
-     "layout(recs, lookback) -> ([(records, first_line, last_line, missing, cuts, others), ...], "
-     "duplicates): a module's records grouped into instances and cut into frames, as "
-     "kprobegen.report.frames.layout_py."},
+     "layout(recs, lookback, frame_of) -> (records, first_lines, last_lines, missing, rows, "
+     "others, claims, outside, duplicates, interleaved): a module's records grouped into "
+     "instances and cut into checked frames, as kprobegen.report.frames.layout_py."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1417,5 +1896,9 @@ PyMODINIT_FUNC PyInit__logscan(void)
                 return NULL;
         }
     }
+    if (no_begin_str == NULL && (no_begin_str = PyUnicode_InternFromString(NO_BEGIN)) == NULL)
+        return NULL;
+    if (no_end_str == NULL && (no_end_str = PyUnicode_InternFromString(NO_END)) == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

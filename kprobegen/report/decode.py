@@ -38,27 +38,37 @@ _HIST_RE = re.compile(r"hook=([^ =\t]*) of=([^ =\t]*) scale=([^ =\t]*) unit=([^ 
                       r"buckets=([^ =\t]*)")
 
 
-def frame_results(frame) -> tuple[Results, list[str]]:
-    """A frame as Results, and the types of its records that could not be read.
+_NONE = ()      # a frame's malformed record types when there are none (most frames): shared
 
-    ``frame`` is a ``kprobegen.report.frames.Frame`` (that module calls this one): its
-    records, its framing problems and lost lines, and what its begin record and its
-    instance's load record say. Problems found in the records make the Results incomplete."""
-    problems = frame.problems[:]
-    records = frame.records
-    if records:
-        hooks, malformed = _read_records(records, problems)
-        warnings = _warnings(hooks)
-    else:                   # a frame of nothing but a begin or an end: nothing to read
-        hooks, malformed, warnings = {}, [], []
-    inst = frame.instance
-    announced = inst.hooks
-    if frame.end is not None and frame.begin is not None and announced is not None \
-            and len(hooks) != announced and not problems:
-        problems.append(f"the load record announced {announced} hook(s), the frame has {len(hooks)}")
-    results = Results(frame.module, inst.kernel, frame.report, frame.reason, frame.ts_ns,
-                      not problems, frame.lost_lines, problems, hooks, inst.index, warnings)
-    return results, malformed
+
+def decode_frames(frames) -> None:
+    """Each frame not read yet (``frame._results`` is None) as Results, and the types of its
+    records that could not be read, kept in the frame (``_results``, ``_malformed``).
+
+    ``frames`` are ``kprobegen.report.frames.Frame`` (that module calls this one): their
+    records, framing problems and lost lines (their rows, ``frames.ROW_FIELDS``), and what
+    the load record of their instance says. Problems found in the records make the Results
+    incomplete. One loop for all: some logs hold as many frames as lines."""
+    for frame in frames:
+        if frame._results is not None:
+            continue
+        (begin, end, records, _, _, _, problems, lost_lines, report, reason, ts_ns,
+         _) = frame._row
+        problems = problems[:]
+        if records:
+            hooks, malformed = _read_records(records, problems)
+            warnings = _warnings(hooks)
+        else:               # a frame of nothing but a begin or an end: nothing to read
+            hooks, malformed, warnings = {}, _NONE, []
+        inst = frame.instance
+        announced = inst.hooks
+        if end is not None and begin is not None and announced is not None \
+                and len(hooks) != announced and not problems:
+            problems.append(f"the load record announced {announced} hook(s), the frame has "
+                            f"{len(hooks)}")
+        frame._results = Results(frame.module, inst.kernel, report, reason, ts_ns, not problems,
+                                 lost_lines, problems, hooks, inst.index, warnings)
+        frame._malformed = malformed or _NONE
 
 
 def _read_records(records, problems: list[str]) -> tuple[dict[str, HookResult], list[str]]:

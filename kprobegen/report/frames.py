@@ -3,24 +3,34 @@
 A module prints each report as a frame: ``begin`` (report number, reason, timestamp, and how
 many lines the frame holds), the hook/key/hist/bucket records, ``end``. ``cut_py`` walks an
 instance's records in SEQ order and cuts them into frames, keeping a frame whose begin or end
-is gone, and sets aside the records between frames (``event``, ``error``, ``load``);
-``layout_py`` is that after ``instances.group_py``, for every instance of a module (the C
-scanner module does the same in one call, ``_logscan.layout``). ``find_frames`` makes the
-Frames of an instance from its cuts and reads the records between them. Each frame's framing
-is checked here (begin and end agree, no SEQ missing, as many records as announced); its
-records are read into Results only when asked (``Frame.results``,
+is gone, and sets aside the records between frames (``event``, ``error``, ``load``). As it
+cuts, it checks each frame's framing (``frame_row``: begin and end agree, no SEQ missing, as
+many records as announced), which gives the frame as a tuple, its *row*, and then the frames
+of the instance against each other (``load_conflicts``: a second load record, two frames
+claiming one report number). ``layout_py`` is that after ``instances.group_py``, for every
+instance of a module. The C scanner module does the same in one call (``_logscan.layout``),
+and hands each frame whose begin or end it does not read as the C template prints them to
+``frame_of``.
+
+``find_frames`` reads the records between the frames (events, load failures) and makes an
+instance's Frames, each a light view of its row; ``flag_conflicts`` says which loads'
+lines interleave. A frame's records are read into Results only when asked (``Frame.results``,
 ``kprobegen.report.decode``). Frames are kept and marked, never repaired: lines lost outside
 every frame, conflicting frames and refused lines among a frame's lines are said as problems.
+
+Some logs hold as many frames (and loads) as lines (bench/parse_bench.py's adversarial logs):
+the work per frame is done in C where it is built, a Frame is one small object, and the texts
+that only ``LogParse.problems`` shows are made when that is read (``Later``).
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 
-from kprobegen.report.decode import FRAME_TYPES, frame_results
+from kprobegen.report.decode import FRAME_TYPES, decode_frames
 from kprobegen.report.fields import need, sint, split_fields, uint, unescape
 from kprobegen.report.instances import LOAD_RE, LOOKBACK, Instance, Record, group_py, line_span
 from kprobegen.report.results import Results
@@ -65,26 +75,54 @@ class LoadFailure:
                 f"register returned {self.err}")
 
 
-@dataclass(eq=False)
-class Frame:
-    """The records of one report as found: complete or not."""
+# A frame's row: its values in this order, as ``frame_row`` (and ``_logscan.layout``) makes
+# them. The problems list is the frame's own: checks across frames append to it.
+ROW_FIELDS = ("begin", "end", "records", "first_seq", "last_seq", "first_line", "problems",
+              "lost_lines", "report", "reason", "ts_ns", "lines")
+(F_BEGIN, F_END, F_RECORDS, F_FIRST_SEQ, F_LAST_SEQ, F_FIRST_LINE, F_PROBLEMS, F_LOST,
+ F_REPORT, F_REASON, F_TS_NS, F_LINES) = range(len(ROW_FIELDS))
+Row = tuple[Record | None, Record | None, list[Record], int, int, int, list[str], int,
+            int | None, str | None, int | None, int | None]
 
-    module: str
-    instance: Instance = field(repr=False)
-    begin: Record | None
-    end: Record | None
-    records: list[Record]           # hook / key / hist / bucket records in SEQ order
-    first_seq: int
-    last_seq: int
-    first_line: int
-    problems: list[str]             # framing problems (lost lines, begin/end disagreeing)
-    lost_lines: int
-    report: int | None = None
-    reason: str | None = None
-    ts_ns: int | None = None
-    lines: int | None = None
-    _results: Results | None = field(default=None, repr=False)
-    _malformed: list[str] | None = field(default=None, repr=False)     # set with _results
+
+def _row_field(index: int, doc: str) -> property:
+    return property(lambda self: self._row[index], doc=doc)
+
+
+class Frame:
+    """The records of one report as found: complete or not.
+
+    A view of the frame's row (``ROW_FIELDS``, made when the instance was cut), its module and
+    its instance: a log may hold as many frames as lines, and this costs one small object per
+    frame. The attributes are read-only; ``problems`` is a list that the checks across frames
+    append to. Two Frames are equal only when they are the same object."""
+
+    __slots__ = ("module", "instance", "_row", "_results", "_malformed")
+
+    def __init__(self, module: str, instance: Instance, row: Row):
+        self.module = module
+        self.instance = instance
+        self._row = row
+        self._results: Results | None = None        # set by decode.decode_frames
+        self._malformed: tuple[str, ...] | list[str] | None = None     # set with _results
+
+    begin = _row_field(F_BEGIN, "the begin record, or None when it is not in the log")
+    end = _row_field(F_END, "the end record, or None when it is not in the log")
+    records = _row_field(F_RECORDS, "hook / key / hist / bucket records in SEQ order")
+    first_seq = _row_field(F_FIRST_SEQ, "the SEQ of the frame's first record")
+    last_seq = _row_field(F_LAST_SEQ, "the SEQ of the frame's last record")
+    first_line = _row_field(F_FIRST_LINE, "the first log line of its begin and its last record")
+    problems = _row_field(F_PROBLEMS, "framing problems (lost lines, begin/end disagreeing), "
+                                      "conflicts with other frames")
+    lost_lines = _row_field(F_LOST, "lines known to be missing from the frame (a lower bound)")
+    report = _row_field(F_REPORT, "the report number (begin, else end), or None")
+    reason = _row_field(F_REASON, "interval / unload (begin), or None")
+    ts_ns = _row_field(F_TS_NS, "ktime at begin, or None")
+    lines = _row_field(F_LINES, "the frame's record count as stated (begin, else end), or None")
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={value!r}" for name, value in zip(ROW_FIELDS, self._row))
+        return f"Frame(module={self.module!r}, {values})"
 
     @property
     def complete(self) -> bool:
@@ -94,7 +132,7 @@ class Frame:
         """This frame as Results (computed once). Record-level problems found here make the
         Results incomplete too."""
         if self._results is None:
-            self._results, self._malformed = frame_results(self)
+            decode_frames((self,))
         return self._results
 
     @property
@@ -102,7 +140,7 @@ class Frame:
         """The types of this frame's records that could not be read, one entry per record
         (``LogParse.unrecognised`` counts them)."""
         self.results()
-        return self._malformed
+        return list(self._malformed)
 
     def describe(self) -> str:
         r = self.results()
@@ -116,32 +154,47 @@ class Frame:
         return f"{what}: {r.lost_lines} line(s) lost; " + "; ".join(r.problems)
 
 
-
 # ------------------------------------------------------------------ cutting an instance into frames
 
-# (begin or None, end or None, the frame's own records, records of the instance in its SEQ
-# span, the begin's (report, reason, ts_ns, lines) and the end's (report, lines) when they
-# read as the C template prints them, else None): a frame as cut, before it is read
-Cut = tuple[Record | None, Record | None, list[Record], int, tuple | None, tuple | None]
-
-
 def layout_py(recs: list[Record], lookback: int = LOOKBACK):
-    """A module's records (in log order) → ([(records, first_line, last_line, missing, cuts,
-    others), ...], duplicates): its instances (``instances.group_py``: records in SEQ order,
-    the log line of the run that started it, its last log line) each cut into frames
-    (``cut_py``: SEQ gaps, cuts, the records outside frames).
+    """A module's records (in log order) → its instances, one list per item, one entry per
+    instance in order of first appearance: (records in SEQ order, the log line of the run that
+    started it, its last log line (``instances.group_py``), its SEQ gaps, its frames' rows, its
+    records outside frames, the texts of its frames claiming one report number, its SEQ gaps
+    outside every frame (``cut_py``)), then how many duplicates were dropped and whether the
+    lines of two instances interleave in the log (``loads_interleave``).
 
     The reference of ``_logscan.layout``, which does the same in C."""
     groups, dups = group_py(recs, lookback)
-    return [(records, first, last, *cut_py(records)) for records, first, last in groups], dups
+    columns: tuple[list, ...] = ([], [], [], [], [], [], [], [])
+    for records, first, last in groups:
+        for column, item in zip(columns, (records, first, last, *cut_py(records))):
+            column.append(item)
+    return (*columns, dups, loads_interleave(columns[1], columns[2]))
 
 
-def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Cut], list[Record]]:
+def loads_interleave(first_lines: list[int], last_lines: list[int]) -> bool:
+    """Whether an instance starts (its first log line) before the last log line of one that
+    starts before it: what ``flag_conflicts`` looks for."""
+    reach = None                # the greatest last line of the instances before
+    for first, last in sorted(zip(first_lines, last_lines), key=itemgetter(0)):
+        if reach is not None and first < reach:
+            return True
+        if reach is None or last > reach:
+            reach = last
+    return False
+
+
+def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Row], list[Record] | tuple,
+                                           tuple[str, ...], tuple[tuple[int, int], ...]]:
     """Cut an instance's records (in SEQ order, no SEQ twice) into frames at their begin and
     end records: (the SEQ gaps [lo, hi] of the instance, in order, the start counting: SEQ 0
-    is its first line; the frames as cut; the other records: events, load and error records,
-    and records of unknown types, which also stay in the body of a frame they lie in). A
-    frame's body record with no frame open starts a frame whose begin is gone."""
+    is its first line; the frames' rows (``frame_row``, then ``load_conflicts``); the other
+    records: events, load and error records, and records of unknown types, which also stay in
+    the body of a frame they lie in, ``()`` when there are none; the texts of its frames
+    claiming one report number (``load_conflicts``); its gaps outside every frame
+    (``gaps_outside``)). A frame's body record with no frame open starts a frame whose begin
+    is gone."""
     seqs = [r[0] for r in ordered]
     missing = []
     if seqs and (seqs[0] != 0 or seqs[-1] + 1 != len(seqs)):
@@ -150,7 +203,7 @@ def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Cut], lis
             if s != prev + 1:
                 missing.append((prev + 1, s - 1))
             prev = s
-    cuts: list[Cut] = []
+    rows: list[Row] = []
     others: list[Record] = []
     in_frame = False
     begin = None
@@ -168,7 +221,7 @@ def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Cut], lis
         if typ == "begin":
             if in_frame:
                 body = _body(ordered, bstart, idx, dirty)
-                cuts.append(_cut_of(begin, None, body, _present(seqs, begin, body, bstart)))
+                rows.append(frame_of(begin, None, body, _present(seqs, begin, body, bstart)))
             in_frame = True
             begin = rec
             bstart = idx + 1
@@ -179,8 +232,8 @@ def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Cut], lis
                 begin = None
                 bstart = idx
                 dirty = False
-            cuts.append(_cut_of(begin, rec, _body(ordered, bstart, idx, dirty),
-                                idx - bstart + 1 + (begin is not None)))
+            rows.append(frame_of(begin, rec, _body(ordered, bstart, idx, dirty),
+                                 idx - bstart + 1 + (begin is not None)))
             in_frame = False
             continue
         if in_frame:
@@ -188,13 +241,14 @@ def cut_py(ordered: list[Record]) -> tuple[list[tuple[int, int]], list[Cut], lis
         others.append(rec)
     if in_frame:
         body = _body(ordered, bstart, len(ordered), dirty)
-        cuts.append(_cut_of(begin, None, body, _present(seqs, begin, body, bstart)))
-    return missing, cuts, others
+        rows.append(frame_of(begin, None, body, _present(seqs, begin, body, bstart)))
+    return missing, rows, others or (), load_conflicts(rows, others), gaps_outside(missing, rows)
 
 
-def _cut_of(begin: Record | None, end: Record | None, body: list[Record], present: int) -> Cut:
-    """A frame as cut, with the values of its begin and end records when they read as the C
-    template prints them (``_make_frame`` reads any other form field by field)."""
+def frame_of(begin: Record | None, end: Record | None, body: list[Record], present: int) -> Row:
+    """A frame as cut (``present``: the instance's records in its SEQ span) → its row, its
+    begin and end records read as the C template prints them, else field by field.
+    ``_logscan.layout`` calls this for the frames it does not read itself."""
     bv = ev = None
     if begin is not None:
         m = _BEGIN_RE.fullmatch(begin[2])
@@ -205,7 +259,7 @@ def _cut_of(begin: Record | None, end: Record | None, body: list[Record], presen
         m = _END_RE.fullmatch(end[2])
         if m is not None:
             ev = (int(m.group(1)), int(m.group(2)))
-    return begin, end, body, present, bv, ev
+    return frame_row(begin, end, body, present, bv, ev)
 
 
 def _body(ordered: list[Record], a: int, b: int, dirty: bool) -> list[Record]:
@@ -222,27 +276,212 @@ def _present(seqs: list[int], begin: Record | None, body: list[Record], bstart: 
     return bisect_right(seqs, last[0]) - bstart + (begin is not None)
 
 
-def find_frames(inst: Instance, cuts: list[Cut], others: list[Record], load_read: bool,
-                unrecognised: dict[str, int], events: list[Event], failures: list[LoadFailure],
-                problems: list[str], conflicts: list[str]) -> list[Frame]:
-    """The Frames of one instance from its cuts (``cut_py``), in SEQ order. Its events and
-    load failures (among ``others``) go to ``events`` and ``failures``; what is wrong outside
-    its frames to ``unrecognised`` (name → count) and ``problems``; two of its frames
-    claiming the same report number to ``conflicts`` (said on the frames too; the parser
-    lists these after the other problems of the module). ``load_read``: its load record was
-    read as the C template prints it (``instances.new_instance``)."""
-    frames = [_make_frame(inst, *cut) for cut in cuts]
-    where = None
-    if others:
-        second_loads = _read_others(inst, others, load_read, unrecognised, events, failures,
-                                    problems)
+_BEGIN_FIELDS = ("report", "reason", "ts_ns", "lines")
+_END_FIELDS = ("report", "lines")
+NO_BEGIN = "no begin record (the frame's start is not in the log)"
+NO_END = ("no end record (the frame's end is not in the log: cut, lost, or the module was "
+          "still reporting)")
+
+
+def frame_row(begin: Record | None, end: Record | None, body: list[Record], present: int,
+              bv: tuple | None, ev: tuple | None) -> Row:
+    """A frame's row (``ROW_FIELDS``) from its cut, its framing checked. ``bv`` and ``ev``: the
+    values of its begin record (report, reason, ts_ns, lines) and of its end record (report,
+    lines) when they read as the C template prints them, else None (they are read field by
+    field here). Reads its report number, reason, timestamp and line count from its begin
+    record (else its end record); a begin and an end that disagree are a problem.
+    ``_logscan.layout`` does the same in C for frames whose begin and end read as the template
+    prints them."""
+    problems: list[str] = []
+    report = reason = ts_ns = lines = None
+    if begin is not None:
+        if bv is None:              # not as the template prints it: read field by field
+            bv = _begin_end(begin, _BEGIN_FIELDS)
+            if type(bv) is str:
+                problems.append(bv)
+                bv = None
+        if bv is not None:
+            report, reason, ts_ns, lines = bv
+        first = begin
+    else:
+        first = body[0] if body else end
+    if end is not None:
+        if ev is None:
+            ev = _begin_end(end, _END_FIELDS)
+        if type(ev) is str:
+            problems.append(ev)
+        elif bv is None:
+            report, lines = ev
+        elif ev[0] != report or ev[1] != lines:
+            problems.append(f"begin says report={report} lines={lines} but end says "
+                            f"report={ev[0]} lines={ev[1]}")
+        last = end
+    else:
+        last = body[-1] if body else begin
+    first_seq = first[0]
+    last_seq = last[0]
+    # lost lines: SEQ gaps inside the frame, and whatever the stated line count misses
+    lost = gaps = last_seq - first_seq + 1 - present
+    if gaps:
+        problems.append(f"{gaps} line(s) missing between SEQ {first_seq} and {last_seq}")
+    if begin is None:
+        problems.append(NO_BEGIN)
+        lost += 1
+    if end is None:
+        problems.append(NO_END)
+        lost += 1
+    if lines is not None:
+        n = len(body)
+        if lines != n:
+            if lines > n:
+                if not gaps:
+                    problems.append(f"lines={lines} but {n} record(s) in the frame")
+                if lines - n > gaps:
+                    lost += lines - n - gaps
+            else:
+                problems.append(f"lines={lines} but {n} record(s) in the frame "
+                                f"({n - lines} more than stated)")
+    first_line = first[3]
+    if last[3] < first_line:
+        first_line = last[3]
+    return (begin, end, body, first_seq, last_seq, first_line, problems, lost, report, reason,
+            ts_ns, lines)
+
+
+def _begin_end(rec: Record, fields: tuple[str, ...]) -> tuple | str:
+    """The ``fields`` of a begin or end record read from its fields (``reason`` as text, the
+    others as numbers), or what is wrong with it."""
+    try:
+        vals = need(split_fields(rec[2]), *fields)
+        return tuple(v if k == "reason" else uint(v) for k, v in zip(fields, vals))
+    except ValueError as e:
+        return f"{rec[1]} record at SEQ {rec[0]} (log line {rec[3]}) is malformed: {e}"
+
+
+def load_conflicts(rows: list[Row], others: list[Record]) -> tuple[str, ...]:
+    """What the frames of one load (``rows``, in SEQ order) cannot all be, said on each frame
+    concerned (after its framing problems): more load records than the one at SEQ 0 among the
+    load's records outside frames (``others``); two frames claiming one report number (a
+    module prints each report once). Returns the texts of the latter, one per report number
+    claimed twice (the parser says them of the load too, after the module's other problems).
+    ``_logscan.layout`` does the same in C."""
+    if others and rows:
+        second_loads = [r for r in others if r[1] == "load" and r[0] != 0]
         if second_loads:
-            _second_loads(inst, frames, second_loads, problems)
-    if inst.missing:
-        where = _lost_outside_frames(inst, frames, inst.missing, problems)
-    if len(frames) >= 2:
-        _same_report(inst, frames, conflicts, where)
-    return frames
+            what = second_loads_text(second_loads)
+            for row in rows:
+                row[F_PROBLEMS].append(what)
+    if len(rows) < 2:
+        return ()
+    reports = [row[F_REPORT] for row in rows]
+    if len(set(reports)) == len(reports):
+        return ()                   # no report number twice (the usual case)
+    by_report: dict[int, list[Row]] = {}
+    for row in rows:
+        if row[F_REPORT] is not None:
+            by_report.setdefault(row[F_REPORT], []).append(row)
+    claims = []
+    for rep, same in by_report.items():
+        if len(same) > 1:
+            spans = ", ".join([f"SEQ {row[F_FIRST_SEQ]}..{row[F_LAST_SEQ]}" for row in same[:5]])
+            what = (f"{len(same)} frames of one load claim report {rep} ({spans}): a module "
+                    f"prints each report once, so some of these lines were not printed by it")
+            claims.append(what)
+            for row in same:
+                row[F_PROBLEMS].append(what)
+    return tuple(claims)
+
+
+def gaps_outside(missing: list[tuple[int, int]], rows: list[Row]) -> tuple[tuple[int, int], ...]:
+    """The SEQ gaps of an instance (``missing``) outside every frame of it (``rows``): lines
+    lost between frames, before the first, after SEQ 0 (a gap inside a frame is that frame's
+    problem). The frames of an instance follow each other in SEQ order without overlapping,
+    and so do its gaps."""
+    out = []
+    k = -1                                          # the last frame starting before lo
+    nf = len(rows)
+    for gap in missing:
+        lo, hi = gap
+        while k + 1 < nf and rows[k + 1][F_FIRST_SEQ] < lo:
+            k += 1
+        if k < 0 or hi >= rows[k][F_LAST_SEQ]:      # not inside frame k
+            out.append(gap)
+    return tuple(out)
+
+
+def second_loads_text(second_loads: list[Record]) -> str:
+    """What load records not at SEQ 0 of one load (``second_loads``, in SEQ order) mean."""
+    at = ", ".join(f"SEQ {r[0]} (log line {r[3]})" for r in second_loads[:5])
+    return (f"{len(second_loads)} more load record(s) in one load ({at}): a module prints "
+            f"one, at SEQ 0, so some of these lines were not printed by it")
+
+
+# ------------------------------------------------------------------ problems said later
+
+# A problem of the log can be collected as (function, *arguments), the function giving its
+# texts: the texts that only LogParse.problems shows, where a log may hold one per load (lines
+# lost between frames, the frames of a load claiming one report), are made when that is first
+# read (``said``), in their place among the others (``loads_said``). A Frame's problems are
+# always texts.
+Later = tuple
+
+
+def said(problems: list[str | Later]) -> list[str]:
+    """The texts of the problems as collected: texts, and problems said later, in order."""
+    out: list[str] = []
+    for p in problems:
+        if type(p) is str:
+            out.append(p)
+        else:
+            out += p[0](*p[1:])
+    return out
+
+
+def loads_said(insts: list[Instance], outside: list[tuple[tuple[int, int], ...]],
+               claims: list[tuple[str, ...]], early: dict[int, list[str]]) -> list[str]:
+    """The problems of a module's loads (``insts``; ``outside``: the SEQ gaps of each outside
+    its frames, ``gaps_outside``; ``claims``: the report numbers claimed twice in each,
+    ``load_conflicts``), said later (``Later``): for each load, what reading its records
+    outside frames found (``early``: by load index, ``find_frames``) and the lines it lost
+    outside every frame; then, after those of every load, the report numbers claimed twice."""
+    out: list[str] = []
+    claimed: list[str] = []
+    for inst, gaps, whats in zip(insts, outside, claims):
+        if early and inst.index in early:
+            out += early[inst.index]
+        if gaps or whats:
+            where = _where(inst)
+            for lo, hi in gaps:
+                seqs = f"SEQ {lo}" if lo == hi else f"SEQ {lo}..{hi}"
+                if lo == 0:
+                    out.append(f"{where}: {seqs} not in the log ({hi - lo + 1} line(s) from the "
+                               f"module's load on are missing: log wrapped or cut)")
+                else:
+                    out.append(f"{where}: {seqs} missing ({hi - lo + 1} line(s) lost)")
+            claimed += [f"{where}: {what}" for what in whats]
+    return out + claimed
+
+
+# ------------------------------------------------------------------ one instance's frames
+
+def find_frames(inst: Instance, rows: list[Row], others: list[Record], load_read: bool,
+                unrecognised: dict[str, int], events: list[Event], failures: list[LoadFailure],
+                early: dict[int, list[str]]) -> list[Frame]:
+    """The Frames of one instance from its rows (``cut_py``), in SEQ order. Its events and
+    load failures (among ``others``) go to ``events`` and ``failures``; what is wrong with
+    its records outside frames to ``unrecognised`` (name → count) and to ``early`` (texts by
+    load index, said later with the load's other problems: ``loads_said``). ``load_read``:
+    its load record was read as the C template prints it (``instances.new_instance``)."""
+    if others:
+        texts: list[str] = []
+        second_loads = _read_others(inst, others, load_read, unrecognised, events, failures,
+                                    texts)
+        if second_loads:            # (said on the frames already: load_conflicts)
+            texts.append(f"{_where(inst)}: {second_loads_text(second_loads)}")
+        if texts:
+            early[inst.index] = texts
+    module = inst.module
+    return [Frame(module, inst, row) for row in rows]
 
 
 def _read_others(inst: Instance, others: list[Record], load_read: bool,
@@ -300,122 +539,6 @@ def _where(inst: Instance) -> str:
     return f"{inst.module} (load #{inst.index + 1})" if inst.index else inst.module
 
 
-def _second_loads(inst: Instance, frames: list[Frame], second_loads: list[Record],
-                  problems: list[str]) -> None:
-    """One load prints one load record, at SEQ 0: another one is a conflict, not data."""
-    at = ", ".join(f"SEQ {r[0]} (log line {r[3]})" for r in second_loads[:5])
-    what = (f"{len(second_loads)} more load record(s) in one load ({at}): a module prints "
-            f"one, at SEQ 0, so some of these lines were not printed by it")
-    problems.append(f"{_where(inst)}: {what}")
-    for f in frames:
-        f.problems.append(what)
-
-
-def _lost_outside_frames(inst: Instance, frames: list[Frame], missing: list[tuple[int, int]],
-                         problems: list[str]) -> str | None:
-    """Lines lost outside every frame (between frames, before the first, after SEQ 0); the
-    frames of an instance follow each other in SEQ order without overlapping, and so do the
-    gaps. Returns ``_where(inst)`` when it was needed, else None."""
-    where = None
-    k = -1                                          # the last frame starting before lo
-    nf = len(frames)
-    for lo, hi in missing:
-        while k + 1 < nf and frames[k + 1].first_seq < lo:
-            k += 1
-        if k >= 0 and hi < frames[k].last_seq:      # inside frame k
-            continue
-        if where is None:
-            where = _where(inst)
-        what = f"SEQ {lo}" if lo == hi else f"SEQ {lo}..{hi}"
-        if lo == 0:
-            problems.append(f"{where}: {what} not in the log ({hi - lo + 1} line(s) from "
-                            f"the module's load on are missing: log wrapped or cut)")
-        else:
-            problems.append(f"{where}: {what} missing ({hi - lo + 1} line(s) lost)")
-    return where
-
-
-# ------------------------------------------------------------------ one frame
-
-_BEGIN_FIELDS = ("report", "reason", "ts_ns", "lines")
-_END_FIELDS = ("report", "lines")
-
-
-def _make_frame(inst: Instance, begin: Record | None, end: Record | None, body: list[Record],
-                present: int, bv: tuple | None, ev: tuple | None) -> Frame:
-    """A frame from its cut (``Cut``). Reads its report number, reason, timestamp and line
-    count from its begin record (else its end record); a begin and an end that disagree are a
-    problem. (Once per frame, and some logs hold as many frames as lines: written for speed.)"""
-    problems: list[str] = []
-    report = reason = ts_ns = lines = None
-    if begin is not None:
-        if bv is None:              # not as the template prints it: read field by field
-            bv = _begin_end(begin, _BEGIN_FIELDS)
-            if type(bv) is str:
-                problems.append(bv)
-                bv = None
-        if bv is not None:
-            report, reason, ts_ns, lines = bv
-        first = begin
-    else:
-        first = body[0] if body else end
-    if end is not None:
-        if ev is None:
-            ev = _begin_end(end, _END_FIELDS)
-        if type(ev) is str:
-            problems.append(ev)
-        elif bv is None:
-            report, lines = ev
-        elif ev[0] != report or ev[1] != lines:
-            problems.append(f"begin says report={report} lines={lines} but end says "
-                            f"report={ev[0]} lines={ev[1]}")
-        last = end
-    else:
-        last = body[-1] if body else begin
-    first_seq = first[0]
-    last_seq = last[0]
-    # lost lines: SEQ gaps inside the frame, and whatever the stated line count misses
-    lost = gaps = last_seq - first_seq + 1 - present
-    if gaps:
-        problems.append(f"{gaps} line(s) missing between SEQ {first_seq} and {last_seq}")
-    if begin is None:
-        problems.append("no begin record (the frame's start is not in the log)")
-        lost += 1
-    if end is None:
-        problems.append(_NO_END)
-        lost += 1
-    if lines is not None:
-        n = len(body)
-        if lines != n:
-            if lines > n:
-                if not gaps:
-                    problems.append(f"lines={lines} but {n} record(s) in the frame")
-                if lines - n > gaps:
-                    lost += lines - n - gaps
-            else:
-                problems.append(f"lines={lines} but {n} record(s) in the frame "
-                                f"({n - lines} more than stated)")
-    first_line = first[3]
-    if last[3] < first_line:
-        first_line = last[3]
-    return Frame(inst.module, inst, begin, end, body, first_seq, last_seq, first_line, problems,
-                 lost, report, reason, ts_ns, lines, None, None)
-
-
-_NO_END = ("no end record (the frame's end is not in the log: cut, lost, or the module was "
-           "still reporting)")
-
-
-def _begin_end(rec: Record, fields: tuple[str, ...]) -> tuple | str:
-    """The ``fields`` of a begin or end record read from its fields (``reason`` as text, the
-    others as numbers), or what is wrong with it."""
-    try:
-        vals = need(split_fields(rec[2]), *fields)
-        return tuple(v if k == "reason" else uint(v) for k, v in zip(fields, vals))
-    except ValueError as e:
-        return f"{rec[1]} record at SEQ {rec[0]} (log line {rec[3]}) is malformed: {e}"
-
-
 # ------------------------------------------------------------------ across frames
 
 def line_list(lines: list[int]) -> str:
@@ -425,57 +548,25 @@ def line_list(lines: list[int]) -> str:
         f" and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 
-def flag_conflicts(module: str, insts: list[tuple[int, int, Instance, list[Frame]]],
-                   problems: list[str]) -> None:
+def flag_conflicts(module: str, first_lines: list[int], last_lines: list[int],
+                   insts: list[Instance], frames: list[Frame], problems: list[str | Later]) -> None:
     """Lines that cannot all be the module's: say so on every frame concerned, never pick one.
-    ``insts``: (first log line, last log line, instance, its frames) of each instance of the
-    module, in order of first appearance.
+    ``first_lines``, ``last_lines``: the first and last log line of each instance of the module,
+    ``insts``: the instances, in order of first appearance; ``frames``: their frames. (Called
+    when ``loads_interleave``: layout tells.)
 
     Two loads of the module whose lines interleave in the log (a module is loaded once at a
     time: its next load prints after the last line of the one before). (Two frames of one load
     claiming the same report number: ``find_frames``.)"""
-    if len(insts) >= 2:
-        _interleaved(module, insts, problems)
-
-
-def _same_report(inst: Instance, frs: list[Frame], problems: list[str],
-                 where: str | None = None) -> None:
-    """Two frames of one load claiming the same report number: a module prints each once."""
-    if len(frs) == 2:               # the usual case: two different report numbers
-        a, b = frs
-        rep = a.report
-        if rep is None or rep != b.report:
-            return
-        # (what the general case below says, in one step)
-        what = (f"2 frames of one load claim report {rep} (SEQ {a.first_seq}..{a.last_seq}, "
-                f"SEQ {b.first_seq}..{b.last_seq}): a module prints each report once, so some "
-                f"of these lines were not printed by it")
-        problems.append(f"{where or _where(inst)}: {what}")
-        a.problems.append(what)
-        b.problems.append(what)
-        return
-    else:
-        reports = [f.report for f in frs]
-        if len(set(reports)) == len(reports):
-            return                  # no report number twice
-        by_report: dict[int, list[Frame]] = {}
-        for f in frs:
-            if f.report is not None:
-                by_report.setdefault(f.report, []).append(f)
-    for rep, same in by_report.items():
-        if len(same) > 1:
-            spans = ", ".join([f"SEQ {f.first_seq}..{f.last_seq}" for f in same[:5]])
-            what = (f"{len(same)} frames of one load claim report {rep} ({spans}): a module "
-                    f"prints each report once, so some of these lines were not printed by it")
-            if where is None:
-                where = _where(inst)
-            problems.append(f"{where}: {what}")
-            for f in same:
-                f.problems.append(what)
+    of: dict[int, list[Frame]] = {}
+    for f in frames:
+        of.setdefault(f.instance.index, []).append(f)
+    _interleaved(module, [(first, last, inst, of.get(inst.index, []))
+                          for first, last, inst in zip(first_lines, last_lines, insts)], problems)
 
 
 def _interleaved(module: str, insts: list[tuple[int, int, Instance, list[Frame]]],
-                 problems: list[str]) -> None:
+                 problems: list[str | Later]) -> None:
     spans = sorted(insts, key=itemgetter(0))
     reach = spans[0]                    # the instance reaching furthest down the log so far
     flagged: set[int] = set()

@@ -4,9 +4,11 @@ scan (the protocol lines, by module) → instances (loads, duplicates dropped) �
 (framing checked, events, load failures, conflicts) → Results, when asked for
 (``LogParse.results``, decoded frame by frame).
 
-Where the C scanner module is built, it also groups each module's records into instances and
-cuts them into frames (``_logscan.layout``; its reference is ``frames.layout_py``): the
-Python here makes the Instances and Frames from what it found.
+Where the C scanner module is built, it also groups each module's records into instances, cuts
+them into frames and checks each frame's framing and the frames of each instance against each
+other (``_logscan.layout``; its reference is ``frames.layout_py``): the Python here makes the
+Instances and Frames from what it found. Texts that only ``LogParse.problems`` shows are made
+when it is first read, and Results when they are asked for.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from contextlib import contextmanager
 
 from kprobegen.errors import ReportError
 from kprobegen.report import scan as scanning
-from kprobegen.report.frames import (Event, Frame, LoadFailure, find_frames, flag_conflicts, layout_py,
-                                     line_list, name_refused_lines)
+# (decode_frames is decode's: the frames module's Frames read themselves with it)
+from kprobegen.report.frames import (Event, Frame, Later, LoadFailure, decode_frames, find_frames,
+                                     flag_conflicts, frame_of, layout_py, line_list, loads_said,
+                                     name_refused_lines, said)
 from kprobegen.report.instances import LOOKBACK, Instance, new_instance
 from kprobegen.report.results import Results
 from kprobegen.report.scan import scan
@@ -34,7 +38,9 @@ class LogParse:
         self.events: list[Event] = events
         self.instances: list[Instance] = instances
         self.load_failures: list[LoadFailure] = load_failures
-        self.problems: list[str] = problems     # log level: lines lost outside frames, …
+        # log level: lines lost outside frames, … (as collected: texts and texts made later)
+        self._problems: list[str | Later] = problems
+        self._said: list[str] | None = None
         self.duplicates: int = duplicates       # protocol lines seen more than once (dropped)
         self.lines: int = lines                 # lines in the log
         self.protocol_lines: int = protocol_lines  # lines with a kprobegen/N prefix
@@ -45,6 +51,19 @@ class LogParse:
         self.unattributed: int = unattributed
         # what a reader of the results must know about the log as a whole (said once)
         self.notes: list[str] = notes or []
+
+    @property
+    def problems(self) -> list[str]:
+        """What the parser found about the log as a whole: protocol lines refused, conflicts,
+        lines lost outside any frame. (Some are made into text when this is first read: a
+        log may hold one per line, and most callers want only Results.)"""
+        if self._said is None:
+            self._said = said(self._problems)
+        return self._said
+
+    @problems.setter
+    def problems(self, value: list[str]) -> None:
+        self._said = value
 
     def __repr__(self) -> str:
         return (f"<LogParse {len(self.frames)} frame(s) of {', '.join(self.modules) or 'no module'}, "
@@ -59,9 +78,7 @@ class LogParse:
         ``kprobegen/N (unsupported protocol version)``."""
         out = dict(self._unrecognised)
         with _no_gc():
-            for f in self.frames:
-                if f._results is None:
-                    f.results()
+            decode_frames(self.frames)
         for f in self.frames:
             for typ in f._malformed:        # Frame.malformed, once its Results are made
                 key = f"{typ} (malformed)"
@@ -87,7 +104,8 @@ class LogParse:
             if not frames:
                 raise ReportError(self._nothing(module))
             with _no_gc():
-                return [f.results() for f in frames]
+                decode_frames(frames)
+            return [f._results for f in frames]
         latest: dict[str, Results] = {}
         for f in reversed(frames):
             if f.module not in latest and f.complete:
@@ -163,7 +181,7 @@ def _parse_log(text: str | bytes) -> LogParse:
     events: list[Event] = []
     instances: list[Instance] = []
     failures: list[LoadFailure] = []
-    problems: list[str] = []
+    problems: list[str | Later] = []
     rejected: dict[str, list[int]] = {}
     for lineno, why in refused:
         rejected.setdefault(why, []).append(lineno)
@@ -173,22 +191,29 @@ def _parse_log(text: str | bytes) -> LogParse:
     lib = scanning.logscan
     for module, recs in per_module.items():
         # the module's instances, each cut into frames: in C where it is built
-        found, d = lib.layout(recs, LOOKBACK) if lib is not None else layout_py(recs)
+        records_of, first_lines, last_lines, missing_of, rows_of, others_of, claims_of, \
+            outside_of, d, interleaved = (lib.layout(recs, LOOKBACK, frame_of) if lib is not None
+                                          else layout_py(recs))
         dups += d
-        mine = []
-        conflicts: list[str] = []       # said after the module's other problems
-        for index, (records, first_line, last_line, missing, cuts, others) in enumerate(found):
+        mine: list[Instance] = []
+        theirs: list[Frame] = []            # the module's frames
+        early: dict[int, list[str]] = {}    # load index → texts found reading its records
+        for index, (records, first_line, missing, rows, others) in enumerate(
+                zip(records_of, first_lines, missing_of, rows_of, others_of)):
             inst, load_read = new_instance(module, index, records, first_line, missing)
-            instances.append(inst)
-            if cuts or missing or len(others) > load_read:
-                fr = find_frames(inst, cuts, others, load_read, unrecognised, events, failures,
-                                 problems, conflicts)
-                frames += fr
-            else:
-                fr = []         # nothing but its load record, read: nothing more to do
-            mine.append((first_line, last_line, inst, fr))
-        problems += conflicts
-        flag_conflicts(module, mine, problems)
+            mine.append(inst)
+            if rows or missing or len(others) > load_read:
+                theirs += find_frames(inst, rows, others, load_read, unrecognised, events,
+                                      failures, early)
+            # else: nothing but its load record, read: nothing more to do
+        if early or any(outside_of) or any(claims_of):
+            # the problems of its loads, in load order, then their frames claiming one report
+            # number twice: made into text when LogParse.problems is read
+            problems.append((loads_said, mine, outside_of, claims_of, early))
+        if interleaved:
+            flag_conflicts(module, first_lines, last_lines, mine, theirs, problems)
+        instances += mine
+        frames += theirs
     if refused:
         name_refused_lines(frames, sorted(refused))
     if len(per_module) > 1:
