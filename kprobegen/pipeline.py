@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from kprobegen.cache import cache_dir
-from kprobegen.errors import KernelError, LoadError, ReportError, VMError
+from kprobegen.errors import KernelError, LoadError, ReportError, SymbolError, VMError
 from kprobegen.kbuild import BuiltModule, build, cached_by_spec, missing_tree_error, remember_spec, tree_release
 from kprobegen.kernels import Kernel, find_kernel
 from kprobegen.kernels.symbols import Capture, load_profile
@@ -90,11 +90,15 @@ def prepare(spec: Spec | str | Path, kernel: Kernel | None = None, *, check_symb
     if kernel is None or not (check_symbols or spec.has_globs):
         return spec
     profile = load_profile(kernel, capture=profile_capture(accel, progress), progress=progress)
-    if spec.has_globs:
+    if check_symbols:       # before expansion, while each hook is where the file has it
+        for i, hook in enumerate(spec.hooks):
+            if not hook.is_glob:
+                try:
+                    profile.check(hook.symbol)
+                except SymbolError as exc:
+                    raise SymbolError(f"{spec.at(('hooks', i, 'symbol'))}: hooks[{i}].symbol: {exc}") from None
+    if spec.has_globs:      # what a glob matches is probe-able by construction
         spec = spec.expand(profile.expand)
-    if check_symbols:
-        for hook in spec.hooks:
-            profile.check(hook.symbol)
     ambiguous = _ambiguity_warning(spec, profile)
     if ambiguous:
         (warn or _stderr("warning"))(ambiguous)

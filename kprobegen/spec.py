@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from kprobegen.errors import SpecError
+from kprobegen.errors import SpecError, SymbolError
 from kprobegen.ints import S64_MAX, S64_MIN
 from kprobegen.specfile import MAX_SPEC_BYTES, is_stdin, read_spec_bytes
 
@@ -329,6 +329,13 @@ class Spec(_Model):
     def has_globs(self) -> bool:
         return any(h.is_glob for h in self.hooks)
 
+    def at(self, path: tuple) -> str:
+        """``file:line:col`` of the value at key ``path`` (e.g. ``("hooks", 0, "symbol")``), for
+        errors found after validation (a symbol the kernel lacks); the file alone when the spec
+        was not read from YAML."""
+        where = self._located.where(path) if self._located is not None else None
+        return f"{self._source}:{where.line}:{where.column}" if where else self._source
+
     def expand(self, functions_matching) -> "Spec":
         """Replace glob hooks by one hook per matching symbol name.
 
@@ -346,7 +353,10 @@ class Spec(_Model):
             if not hook.is_glob:
                 hooks.append(hook)
                 continue
-            symbols = list(dict.fromkeys(functions_matching(hook.symbol)))  # one hook per name
+            try:
+                symbols = list(dict.fromkeys(functions_matching(hook.symbol)))  # one hook per name
+            except SymbolError as exc:
+                raise SymbolError(f"{self.at(('hooks', i, 'symbol'))}: hooks[{i}].symbol: {exc}") from None
             grew.append((i, hook.symbol, len(symbols)))
             for symbol in symbols:
                 try:

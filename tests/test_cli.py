@@ -49,7 +49,8 @@ def test_check_without_kernel_uses_the_default_kernels_cached_profile(kernel_61,
     spec.write_text("module: typo\nhooks:\n  - symbol: ksys_synk\n")
     done = kprobegen("check", str(spec))
     assert done.returncode == 2
-    assert done.stderr.startswith(f"kprobegen: error: symbol ksys_synk does not exist in kernel {kernel_61.release}")
+    assert done.stderr.startswith(f"kprobegen: error: {spec}:3:13: hooks[0].symbol: symbol ksys_synk does not "
+                                  f"exist in kernel {kernel_61.release}")
     done = kprobegen("check", str(MODULES / "sync_counter.yaml"))
     assert done.stdout.endswith(f"symbols checked against {kernel_61.release}\n")
     empty = dict(os.environ, KPROBEGEN_CACHE=str(tmp_path / "empty"))

@@ -71,9 +71,12 @@ def test_glob_expands_against_the_kernel(kernel_61, tmp_path):
     spec = spec_file(tmp_path, "ksys_sync*", name="globbed")
     done = kprobegen("render", str(spec), "--kernel", kernel_61.release, check_rc=0)
     assert 'symbol_name = "ksys_sync"' in done.stdout
-    done = kprobegen("check", str(spec_file(tmp_path, "zzz_no_such_*", name="nomatch")), "--kernel",
-                     kernel_61.release, check_rc=2)
-    assert "No functions matched" in done.stderr
+    nomatch = spec_file(tmp_path, "zzz_no_such_*", name="nomatch")
+    done = kprobegen("check", str(nomatch), "--kernel", kernel_61.release, check_rc=2)
+    line = next(n for n, text in enumerate(nomatch.read_text().splitlines(), 1) if "zzz_no_such_*" in text)
+    assert done.stderr.startswith(f"kprobegen: error: {nomatch}:{line}:"), done.stderr
+    assert "hooks[0].symbol: No functions matched" in done.stderr
+    assert done.stderr.count("\n") == 1
 
 
 def test_run_has_no_host_option(tmp_path):

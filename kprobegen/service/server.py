@@ -326,8 +326,6 @@ class Service:
             with self._runs:
                 done = pipeline.run_spec(spec, ["sh", "-c", req.workload], kernel=kernel, timeout=req.timeout_s,
                                          accel=req.accel, progress=lambda message: self.say(f"run {spec.module}: {message}"))
-        except SymbolError as exc:      # a symbol the kernel lacks: the spec's fault, said as such
-            raise HTTPError(422, f"spec: {_one_line(exc)}") from None
         except KprobegenError as exc:
             raise HTTPError(_status_of(exc), _one_line(exc)) from None
         result = done.to_json()

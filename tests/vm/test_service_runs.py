@@ -61,4 +61,4 @@ def test_a_spec_with_a_symbol_the_kernel_lacks_is_a_422(service, kernel):
     with Client(service.socket_dir / "kprobegen.sock") as c:
         status, body = c.request("POST", "/v1/runs", {"spec": "module: m\nhooks:\n  - symbol: kpg_no_such_fn\n",
                                                       "workload": "true", "kernel": kernel.release})
-    assert status == 422 and "kpg_no_such_fn" in body["error"] and body["error"].startswith("spec: ")
+    assert status == 422 and "kpg_no_such_fn" in body["error"] and body["error"].startswith("spec:3:13: hooks[0].symbol: ")
