@@ -90,19 +90,26 @@ def prepare(spec: Spec | str | Path, kernel: Kernel | None = None, *, check_symb
     if kernel is None or not (check_symbols or spec.has_globs):
         return spec
     profile = load_profile(kernel, capture=profile_capture(accel, progress), progress=progress)
-    if check_symbols:       # before expansion, while each hook is where the file has it
+    spec = check_symbols_against(spec, profile, check=check_symbols)
+    ambiguous = _ambiguity_warning(spec, profile)
+    if ambiguous:
+        (warn or _stderr("warning"))(ambiguous)
+    return spec
+
+
+def check_symbols_against(spec: Spec, profile, *, check: bool = True) -> Spec:
+    """The spec with its globs expanded against ``profile``; with ``check``, SymbolError at the
+    place in the spec (file:line:col) of the first hooked symbol the kernel cannot probe.
+    The written hooks are checked before expansion, while each is where the file has it; what
+    a glob matches is probe-able by construction."""
+    if check:
         for i, hook in enumerate(spec.hooks):
             if not hook.is_glob:
                 try:
                     profile.check(hook.symbol)
                 except SymbolError as exc:
                     raise SymbolError(f"{spec.at(('hooks', i, 'symbol'))}: hooks[{i}].symbol: {exc}") from None
-    if spec.has_globs:      # what a glob matches is probe-able by construction
-        spec = spec.expand(profile.expand)
-    ambiguous = _ambiguity_warning(spec, profile)
-    if ambiguous:
-        (warn or _stderr("warning"))(ambiguous)
-    return spec
+    return spec.expand(profile.expand) if spec.has_globs else spec
 
 
 def build_module(spec: Spec, out_dir: str | Path, *, kernel: Kernel | None = None,
@@ -262,11 +269,7 @@ def build_on_host(spec_path: str | Path, *, progress: Progress | None = None) ->
         why = "by kprobegen" if host.is_ours(spec.module) else "and it is not a kprobegen module"
         raise LoadError(f"module {spec.module} is already loaded {why}: unload it first "
                         f"(kprobegen unload {spec.module})")
-    profile = host.running_profile()
-    if spec.has_globs:
-        spec = spec.expand(profile.expand)
-    for hook in spec.hooks:
-        profile.check(hook.symbol)
+    spec = check_symbols_against(spec, host.running_profile())
     say(f"building {spec.module} against {tree}")
     return build_module(spec, cache_dir() / "host" / spec.module, kernel_dir=tree, progress=say)
 
@@ -282,4 +285,4 @@ def load_on_host(spec_path: str | Path, *, progress: Progress | None = None) -> 
     return host.load_ko(built.ko, spec=spec_path, loading_checked=True)
 
 
-__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "module_report", "build_on_host", "load_on_host", "VMError"]
+__all__ = ["resolve_kernel", "profile_capture", "prepare", "build_module", "build_spec", "run_spec", "SpecRun", "module_report", "build_on_host", "load_on_host", "check_symbols_against", "VMError"]

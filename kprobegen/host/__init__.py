@@ -304,12 +304,36 @@ def _kmsg_read(fd: int) -> list[_KmsgRecord]:
 
 # -- from a spec --------------------------------------------------------------------------
 
+#: The last profile running_profile() made in this process, and what it was made from.
+_profile_memo: tuple[tuple, "Profile"] | None = None
+
+
+def _profile_key() -> tuple:
+    """What the running kernel's symbols depend on: the boot, and the modules loaded that are not
+    kprobegen's (their symbols and blacklisted functions are in /proc/kallsyms and the
+    blacklist). Loading or unloading one of ours changes neither what a spec may probe nor
+    what the checks say about the kernel's own functions."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        names = [line.split(" ", 1)[0] for line in Path("/proc/modules").read_text().splitlines()]
+    except OSError:
+        return (time.monotonic(),)         # cannot tell: never reuse
+    return boot, tuple(sorted(n for n in names if not is_ours(n)))
+
+
 def running_profile() -> Profile:
-    """The running kernel's profile: /proc/kallsyms, the kprobe blacklist, its config."""
+    """The running kernel's profile: /proc/kallsyms, the kprobe blacklist, its config.
+
+    Parsing /proc/kallsyms takes 1.5 s under TCG; a long-lived process (the manager service)
+    keeps the last profile while the boot and the other modules loaded stay the same."""
+    global _profile_memo
+    _mount_debugfs()
+    key = _profile_key()
+    if _profile_memo is not None and _profile_memo[0] == key:
+        return _profile_memo[1]
     # here: only `load SPEC` checks symbols, and kernels.symbols costs 0.15 s under TCG
     from kprobegen.kernels.symbols import profile_from_raw
 
-    _mount_debugfs()
     raw = {"kallsyms": Path("/proc/kallsyms").read_bytes()}
     blacklist = DEBUGFS / "kprobes" / "blacklist"
     if blacklist.exists():
@@ -317,4 +341,6 @@ def running_profile() -> Profile:
     config = Path(f"/boot/config-{release()}")
     if config.is_file():
         raw["config"] = config.read_bytes()
-    return profile_from_raw(release(), raw)
+    profile = profile_from_raw(release(), raw)
+    _profile_memo = (key, profile)
+    return profile

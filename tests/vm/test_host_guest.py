@@ -177,6 +177,21 @@ def failures(image, kernel_61, tmp_path_factory):
         "    host.unload('sync_counter')\n"
         "print(len(host.loaded()))\n"
     )
+    # The running kernel's profile (1.5 s of /proc/kallsyms parsing under TCG) is kept while
+    # only kprobegen modules come and go; a module that is not ours makes it anew.
+    profiles = (
+        "import subprocess\n"
+        "from kprobegen import host\n"
+        "first = host.running_profile()\n"
+        "host.load_ko('/root/here.ko')\n"
+        "with_ours = host.running_profile()\n"
+        "host.unload('sync_counter')\n"
+        "after = host.running_profile()\n"
+        "foreign = next(n for n in ('dummy', 'tun', 'veth', 'loop') if subprocess.run(['modprobe', n]).returncode == 0)\n"
+        "with_foreign = host.running_profile()\n"
+        "subprocess.run(['modprobe', '-r', foreign], check=True)\n"
+        "print(with_ours is first, after is first, with_foreign is first, 'ksys_sync' in with_foreign.functions)\n"
+    )
     script = "\n".join([
         "cd /root",
         "run() { name=$1; shift; echo \"=== $name\"; \"$@\" 2>&1; r=$?; echo \"=== $name rc\"; echo $r; }",
@@ -197,13 +212,16 @@ def failures(image, kernel_61, tmp_path_factory):
         "run no_headers kprobegen load specs/sync_counter.yaml",
         "mv /root/build-aside /lib/modules/$(uname -r)/build",
         "run cycles /opt/kprobegen/bin/python cycles.py",
+        "run profiles /opt/kprobegen/bin/python profiles.py",
         "echo '=== modules'; grep -c '^sync_counter ' /proc/modules || true",
         "echo '=== kprobes'; cat /sys/kernel/debug/kprobes/list",
         "echo '=== dmesg'; dmesg",
     ])
     (out / "cycles.py").write_text(cycles)
+    (out / "profiles.py").write_text(profiles)
     add = [(built.ko, "/root/here.ko"), (foreign.ko, "/root/foreign.ko"), (plain, f"/root/{plain.name}"),
            (bad_spec, "/root/blacklisted.yaml"), (out / "cycles.py", "/root/cycles.py"),
+           (out / "profiles.py", "/root/profiles.py"),
            (MODULES, "/root/specs")]
     return in_guest(image, script, add=add)
 
@@ -220,7 +238,7 @@ def test_a_prebuilt_module_loads_and_refusals_are_one_line(failures):
         "not_ours": "kprobegen: error: /root/",
         "not_loaded": "kprobegen: error: module sync_counter is not loaded",
         "not_ours_unload": "kprobegen: error: module virtio_blk is not a kprobegen module",
-        "blacklisted": "kprobegen: error: symbol __die is in the kprobe blacklist",
+        "blacklisted": "kprobegen: error: blacklisted.yaml:3:13: hooks[0].symbol: symbol __die is in the kprobe blacklist",
         "nonroot": "kprobegen: error: cannot load modules on this machine: loading modules needs root",
         "no_headers": "kprobegen: error: no kernel build tree at /lib/modules/",
     }
@@ -247,3 +265,8 @@ def test_100_cycles_leave_nothing_behind(failures):
     assert failures["modules"].strip() == "0"
     assert failures["kprobes"].strip() == ""
     assert not any(w in failures["dmesg"] for w in ("WARNING:", "BUG:", "Oops"))
+
+
+def test_the_running_kernels_profile_is_kept_while_only_our_modules_change(failures):
+    assert rc(failures, "profiles") == 0, failures["profiles"]
+    assert failures["profiles"].split() == ["True", "True", "False", "True"]
