@@ -58,6 +58,10 @@ def pytest_addoption(parser) -> None:
     group.addoption("--kprobegen-accel", choices=("auto", "kvm", "tcg"), default=None,
                     help="how the guest boots (auto: KVM when it works, else TCG); default: $KPROBEGEN_ACCEL, "
                          "else auto")
+    group.addoption("--kprobegen-fresh-boot", action="store_true", default=False,
+                    help="boot the guest afresh instead of resuming its saved boot (a session saves the "
+                         "guest once its service answers, and later sessions start from that in about a "
+                         "second: see docs/pytest.md)")
 
 
 def pytest_configure(config) -> None:
@@ -107,7 +111,8 @@ class GuestTarget:
             if image is None:
                 _unavailable(f"no {suite} guest image, and building one needs root and debootstrap",
                              f"sudo kprobegen image build {suite}")
-        self.session = Session(image, accel=config.getoption("--kprobegen-accel"), progress=_say)
+        self.session = Session(image, accel=config.getoption("--kprobegen-accel"), progress=_say,
+                               resume=not config.getoption("--kprobegen-fresh-boot"))
         try:
             self.session.start()
         except KprobegenError as exc:

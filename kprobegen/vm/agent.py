@@ -16,7 +16,13 @@ request, the agent sends ``{"id": 0, "ok": true, "op": "hello", "release": …, 
 | ``exec`` | ``argv`` (list) or ``shell`` (str), ``timeout`` (s), ``stdin`` (b64), ``cwd`` | ``returncode``, ``stdout``, ``stderr`` (b64; each cut at ``MAX_OUTPUT``), ``timed_out`` |
 | ``put`` | ``path`` (absolute), ``data`` (b64), ``mode`` | ``size`` |
 | ``http`` | ``method``, ``path``, ``body`` (b64, optional), ``content_type`` | ``status``, ``body`` (the service's JSON answer) |
+| ``hello`` | ``time`` (host's epoch seconds, optional), ``seed`` (b64, optional) | ``release``, ``service`` (the same as the first hello) |
 | ``bye`` | | (then the agent exits, and the boot ends) |
+
+A session resumed from a saved boot (kprobegen.vm.session) starts where the first hello was
+long sent: it asks with ``hello``, which also sets the guest's clock to the host's (the saved
+clock is as old as the save) and mixes fresh bytes into the guest's random pool (every resumed
+guest would otherwise go on from the same pool).
 
 Standard library only, and kprobegen.client for ``http``: the agent starts fast under TCG.
 """
@@ -34,6 +40,8 @@ from pathlib import Path
 PORT_NAME = "org.kprobegen.agent"
 #: The most of a command's stdout or stderr sent back (the rest is cut, and said so).
 MAX_OUTPUT = 64 << 20
+#: ioctl of /dev/urandom: reseed the kernel's CRNG from its input pool now (linux/random.h).
+RNDRESEEDCRNG = 0x5207
 #: The longest a request line may be (a put of a big file, base64): longer is refused.
 MAX_LINE = 256 << 20
 
@@ -138,7 +146,24 @@ def op_http(req: dict) -> dict:
     return {"status": status, "body": data}
 
 
-OPS = {"exec": op_exec, "put": op_put, "http": op_http}
+def op_hello(req: dict) -> dict:
+    stamp = req.get("time")
+    if stamp is not None:
+        if not isinstance(stamp, (int, float)) or not 0 < stamp < 2 ** 40:
+            raise ValueError("time must be seconds since the epoch")
+        time.clock_settime(time.CLOCK_REALTIME, float(stamp))
+    seed = _unb64(req.get("seed"), "seed")
+    if seed:
+        import fcntl
+
+        with open("/dev/urandom", "wb", buffering=0) as pool:
+            pool.write(seed[:4096])            # mixed into the input pool (not credited as entropy)
+            # ...which the kernel's CRNG reads only when it reseeds (every minute): reseed now
+            fcntl.ioctl(pool, RNDRESEEDCRNG)
+    return {"op": "hello", "release": os.uname().release, "service": service_answers(10.0)}
+
+
+OPS = {"exec": op_exec, "put": op_put, "http": op_http, "hello": op_hello}
 
 
 def service_answers(wait_s: float) -> bool:

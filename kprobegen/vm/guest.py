@@ -413,11 +413,22 @@ def _payload(cmd: Sequence[str], add: Sequence[tuple[Path, str]]) -> bytes:
     return data + b"\0" * (-len(data) % 512)
 
 
+@dataclass(frozen=True)
+class Resume:
+    """How ``run`` boots a session that can be saved and resumed (kprobegen.vm.session)."""
+
+    overlay: Path                 # qcow2, backed by the image's rootfs.ext4: the root disk's writes
+    qmp: Path                     # qemu's QMP socket
+    incoming: str | None = None   # the saved state to start from (a qemu migration URI)
+    nonce: str | None = None      # the boot's data-channel nonce (a saved boot's, when resuming)
+    accel: str | None = None      # the accelerator it was saved under (resuming)
+
+
 def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]] = (), timeout: float = 600.0,
         accel: str | None = None, memory_mb: int = 1024, stdout: Callable[[bytes], None] | None = None,
         stderr: Callable[[bytes], None] | None = None, progress: Progress = None,
         init: str = "plain", channels: Sequence[tuple[str, Path]] = (),
-        on_start: Callable[[], None] | None = None) -> GuestRun:
+        on_start: Callable[[str], None] | None = None, resume: "Resume | None" = None) -> GuestRun:
     """Boot ``image``, run ``cmd`` as root in it (``sh``-quoted), stream its stdout and stderr
     to the callables as the bytes arrive, power off. The root disk is copy-on-write: every
     boot starts from the clean image. ``timeout`` covers the whole boot.
@@ -428,7 +439,12 @@ def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]
     a unit needs, so that ``systemctl`` works in it (some seconds more under TCG).
 
     ``channels`` (name, socket path): virtio-serial ports, each a Unix socket here that qemu
-    listens on; ``on_start`` is called when qemu has started (kprobegen.vm.session)."""
+    listens on; ``on_start(accel)`` is called when qemu has started (kprobegen.vm.session).
+
+    ``resume``: a session's boot that is saved or resumed (kprobegen.vm.session): the root
+    disk's writes go to its qcow2 overlay, qemu answers QMP on its socket, and with
+    ``incoming`` the machine starts from a saved state, booted with ``nonce`` (the saved
+    boot's) under ``accel``, instead of booting."""
     if not cmd:
         raise VMError("no command given for the guest")
     if init not in ("plain", "systemd"):
@@ -438,14 +454,16 @@ def run(image: GuestImage, cmd: Sequence[str], *, add: Sequence[tuple[Path, str]
     try:
         payload = workdir / "payload.tar"
         payload.write_bytes(_payload(cmd, add))
-        nonce = secrets.token_hex(8)
+        nonce = resume.nonce if resume is not None and resume.nonce else secrets.token_hex(8)
         append = _qemu.kernel_cmdline("root=/dev/vda", "rw", f"init={INIT}", f"kpg.nonce={nonce}",
                                       "8250.nr_uarts=4", *(SYSTEMD_CMDLINE if init == "systemd" else ()))
         sinks = (stdout or (lambda b: None), stderr or (lambda b: None))
         s = boot(image.vmlinuz, image.initrd, workdir, nonce, timeout=timeout, accel=accel, progress=progress,
                   memory_mb=memory_mb, append=append, disks=((image.rootfs, True), (payload, False)),
                   streams=2, on_output=lambda i, chunk: sinks[i](chunk), report=False,
-                  channels=tuple(channels), on_start=on_start)
+                  channels=tuple(channels), on_start=on_start,
+                  root_overlay=resume.overlay if resume else None, qmp=resume.qmp if resume else None,
+                  incoming=resume.incoming if resume else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     exit_code = next((int(a[0]) for t, a, _ in s.tags if t == "EXIT" and a and a[0].isdigit()), None)

@@ -75,6 +75,9 @@ def qemu_argv(
     disks: tuple[tuple[Path, bool], ...] = (),
     stream_logs: tuple[Path, ...] = (),
     channels: tuple[tuple[str, Path], ...] = (),
+    root_overlay: Path | None = None,
+    qmp: Path | None = None,
+    incoming: str | None = None,
 ) -> list[str]:
     """The whole qemu command line, one commented list (drgn's vmtest style).
 
@@ -83,7 +86,13 @@ def qemu_argv(
     mode keeps every write in a temporary file, so the file itself never changes); each of
     ``stream_logs`` is one more serial port (ttyS2, ttyS3, ...) written to that file; each of
     ``channels`` (name, socket path) is a virtio-serial port called ``name`` in the guest and
-    a Unix socket that qemu listens on here (a session's agent: kprobegen.vm.agent)."""
+    a Unix socket that qemu listens on here (a session's agent: kprobegen.vm.agent).
+
+    A session whose boot is saved and resumed (kprobegen.vm.session) also gives
+    ``root_overlay``, a qcow2 file backed by the first disk that takes its writes instead of
+    qemu's temporary one (so that the disk can be saved with the memory), ``qmp``, a Unix
+    socket for qemu's machine protocol (stop, migrate, cont), and ``incoming``, the migration
+    stream to start from (a saved boot) instead of booting."""
     if accel not in ("kvm", "tcg"):
         raise VMError(f"accel must be 'kvm' or 'tcg' here, not {accel!r}")
     argv = [
@@ -117,6 +126,10 @@ def qemu_argv(
         "-serial", "chardev:data",
     ]
     for i, (path, writable) in enumerate(disks):
+        if i == 0 and root_overlay is not None:
+            # the first disk's writes go to this qcow2 file (its backing file is the disk)
+            argv += ["-drive", f"file={str(root_overlay).replace(',', ',,')},format=qcow2,if=virtio,id=disk0"]
+            continue
         # virtio-blk, raw; snapshot=on: writes go to a temporary overlay and vanish with qemu.
         mode = "snapshot=on" if writable else "readonly=on"
         argv += ["-drive", f"file={str(path).replace(',', ',,')},format=raw,if=virtio,{mode},id=disk{i}"]
@@ -129,6 +142,12 @@ def qemu_argv(
     for i, (name, path) in enumerate(channels):
         argv += ["-chardev", f"socket,id=chan{i},path={str(path).replace(',', ',,')},server=on,wait=off",
                  "-device", f"virtserialport,bus=vser.0,chardev=chan{i},name={name}"]
+    if qmp is not None:
+        argv += ["-qmp", f"unix:{str(qmp).replace(',', ',,')},server=on,wait=off"]
+    if incoming is not None:
+        # the machine's state (memory, devices) comes from this stream; it stays paused after
+        # it when it was paused when saved, until a QMP `cont`
+        argv += ["-incoming", incoming]
     return argv
 
 

@@ -204,7 +204,8 @@ def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout
           progress: Callable[[str], None] | None, memory_mb: int = 512, append: str | None = None,
           disks: tuple[tuple[Path, bool], ...] = (), streams: int = 0,
           on_output: Callable[[int, bytes], None] | None = None, report: bool = True,
-          channels: tuple[tuple[str, Path], ...] = (), on_start: Callable[[], None] | None = None) -> _Session:
+          channels: tuple[tuple[str, Path], ...] = (), on_start: Callable[[str], None] | None = None,
+          root_overlay: Path | None = None, qmp: Path | None = None, incoming: str | None = None) -> _Session:
     """Boot once, or twice under auto: a KVM boot that does not reach the guest's /init (it
     hangs, qemu exits or aborts, KVM refuses) is killed, the verdict remembered for this boot
     of the host, and the same initramfs boots again under TCG. Follow the protocol to the end.
@@ -212,8 +213,12 @@ def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout
     ``append`` and ``disks`` go to qemu_argv (the full guest); ``streams`` more serial ports
     are followed as byte streams, each new chunk handed to ``on_output(index, bytes)``; a
     guest that sends no report blob (``report=False``) is not counted as lost for it.
-    ``channels`` go to qemu_argv; ``on_start`` is called each time a qemu has started (a
-    session connects to its channel's socket then)."""
+    ``channels`` go to qemu_argv; ``on_start(accel)`` is called each time a qemu has started (a
+    session connects to its channel's socket then). ``root_overlay``, ``qmp`` and ``incoming``
+    go to qemu_argv too; a machine that starts from a saved state (``incoming``) is started
+    once, under ``accel`` as given (kvm or tcg: the one it was saved under)."""
+    if incoming is not None and accel not in ("kvm", "tcg"):
+        raise VMError(f"a saved machine resumes under the accel it was saved under (kvm or tcg), not {accel!r}")
     plan = _qemu.accel_plan(accel)
     probing = len(plan) > 1  # auto with KVM still worth a try
     t_begin = time.monotonic()
@@ -226,7 +231,8 @@ def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout
         q = _qemu.QemuProcess(
             argv=_qemu.qemu_argv(kernel_image=kernel_image, initrd=initrd, console_log=console,
                                  data_log=data, accel=acc, memory_mb=memory_mb, append=append,
-                                 disks=disks, stream_logs=stream_logs, channels=channels),
+                                 disks=disks, stream_logs=stream_logs, channels=channels,
+                                 root_overlay=root_overlay, qmp=qmp, incoming=incoming),
             console_log=console, data_log=data, stderr_log=workdir / f"qemu-{acc}.log",
             stream_logs=stream_logs,
         )
@@ -250,11 +256,11 @@ def boot(kernel_image: Path, initrd: Path, workdir: Path, nonce: str, *, timeout
 
         proto = DataChannel(nonce, on_tag)
         if progress:
-            progress(f"booting ({acc})")
+            progress(f"resuming a saved machine ({acc})" if incoming is not None else f"booting ({acc})")
         q.start()
         s.marks["start"] = q.started
         if on_start is not None:
-            on_start()
+            on_start(acc)
         probe_until = q.started + _qemu.KVM_PROBE_SECONDS if (acc == "kvm" and probing) else None
         try:
             kvm_failed = _follow(q, proto, s, probe_until=probe_until, deadline=deadline, timeout=timeout,
