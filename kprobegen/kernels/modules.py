@@ -12,15 +12,34 @@ from pathlib import Path
 from kprobegen.errors import LoadError
 
 
+#: (boot id, whether that boot's kernel has kprobes): the kernel cannot gain or lose them
+#: before it reboots, and the scan of /proc/kallsyms takes 40 ms under TCG, on every load
+#: a long-lived process (the manager service) makes.
+_kprobes_seen: tuple[str, bool] | None = None
+
+
+def _has_kprobes() -> bool:
+    global _kprobes_seen
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    if boot and _kprobes_seen is not None and _kprobes_seen[0] == boot:
+        return _kprobes_seen[1]
+    with open("/proc/kallsyms") as symbols:
+        found = any(line.rstrip().endswith(" register_kprobe") for line in symbols)
+    _kprobes_seen = (boot, found) if boot else None
+    return found
+
+
 def host_module_support() -> tuple[bool, str]:
     """(True, "") when this machine can load kprobe modules, else (False, why in one line)."""
     release = os.uname().release
     if not Path("/proc/modules").exists():
         return False, f"kernel {release} has no module support (CONFIG_MODULES is not set)"
     try:
-        with open("/proc/kallsyms") as symbols:
-            if not any(line.rstrip().endswith(" register_kprobe") for line in symbols):
-                return False, f"kernel {release} has no kprobes (CONFIG_KPROBES is not set)"
+        if not _has_kprobes():
+            return False, f"kernel {release} has no kprobes (CONFIG_KPROBES is not set)"
     except OSError as exc:
         return False, f"cannot read /proc/kallsyms: {exc.strerror}"
     if os.geteuid() != 0:

@@ -127,8 +127,11 @@ def qemu_argv(
     ]
     for i, (path, writable) in enumerate(disks):
         if i == 0 and root_overlay is not None:
-            # the first disk's writes go to this qcow2 file (its backing file is the disk)
-            argv += ["-drive", f"file={str(root_overlay).replace(',', ',,')},format=qcow2,if=virtio,id=disk0"]
+            # the first disk's writes go to this qcow2 file (its backing file is the disk); a
+            # scratch disk like snapshot=on's, so the guest's flushes (every sync, every fsync of
+            # the service's state) are not made durable on this machine (cache=unsafe)
+            argv += ["-drive", f"file={str(root_overlay).replace(',', ',,')},format=qcow2,if=virtio,"
+                               "cache=unsafe,id=disk0"]
             continue
         # virtio-blk, raw; snapshot=on: writes go to a temporary overlay and vanish with qemu.
         mode = "snapshot=on" if writable else "readonly=on"

@@ -133,11 +133,11 @@ def test_a_snapshot_equals_the_final_counts_when_nothing_ran_between(examples):
         snap, final = json.loads(examples[f"snapshot {name}"]), json.loads(examples[f"unload {name}"])
         assert snap["reason"] == "snapshot" and snap["complete"] is True
         assert snap["hooks"] == final["hooks"], name
-    # fork_counter also sees the forks between its snapshot and its rmmod: the shell starting
-    # `kprobegen unload`, and that process's own (rmmod among them). Only those.
+    # fork_counter also sees the forks between its snapshot and its removal: the shell starting
+    # `kprobegen unload`, and any that process makes (none: it calls delete_module itself). Only those.
     snap = json.loads(examples["snapshot fork_counter"])["hooks"]["clone"]
     final = json.loads(examples["unload fork_counter"])["hooks"]["clone"]
-    assert final["hits"] >= snap["hits"] + 2
+    assert final["hits"] >= snap["hits"] + 1
     grew = {comm: n - snap["by"].get(comm, 0) for comm, n in final["by"].items() if n != snap["by"].get(comm, 0)}
     assert set(grew) <= {"sh", "kprobegen"} and sum(grew.values()) == final["hits"] - snap["hits"], grew
 
