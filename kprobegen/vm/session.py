@@ -85,6 +85,10 @@ class Completed:
         return self
 
 
+class _ChannelClosed(VMError):
+    """The agent's channel closed: the guest stopped, or its qemu did."""
+
+
 class Session:
     def __init__(self, image: guest.GuestImage, *, accel: str | None = None, memory_mb: int = 1024,
                  boot_timeout: float = 600.0, progress=None, resume: bool = True):
@@ -144,7 +148,7 @@ class Session:
         resume = None
         try:
             if self._resume and SavedBoot.can_save():
-                _create_overlay(self.image.rootfs, self._overlay)
+                _create_overlay(self.image.rootfs.resolve(), self._overlay)   # resolved: saved boots outlive links
                 resume = guest.Resume(overlay=self._overlay, qmp=self._qmp_path, nonce=secrets.token_hex(8))
             self._launch(resume)
             self._connect(time.monotonic() + self._boot_timeout, saved=False)
@@ -209,36 +213,51 @@ class Session:
     def _connect(self, deadline: float, *, saved: bool) -> None:
         """Connect to the agent's socket (qemu listens on it once it runs) and hear its hello:
         the one it sends when it starts, or, resuming a saved boot, the answer to ours (sent
-        once qemu has read the saved state and the machine runs again)."""
+        once qemu has read the saved state and the machine runs again). A boot under ``auto``
+        whose KVM qemu fails is booted again under TCG by the runner, on the same socket path:
+        the channel closes, and this connects again."""
+        timeout = deadline - time.monotonic()
+        while True:
+            self._sock = self._open_channel(deadline, timeout)
+            try:
+                hello = self._hello(deadline, timeout, saved)
+                break
+            except _ChannelClosed:
+                self._sock.close()
+                self._sock = None
+                if saved or self._dead():
+                    raise
+        self.release = hello.get("release", self.release)
+        self.service = bool(hello.get("service"))
+
+    def _open_channel(self, deadline: float, timeout: float) -> socket.socket:
         while True:
             if self._started.wait(0.1) and self._socket_path.exists():
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     sock.connect(str(self._socket_path))
-                    break
-                except OSError:
+                    return sock
+                except OSError:       # not listening yet, or a qemu that has ended
                     sock.close()
             if self._dead() or time.monotonic() > deadline:
-                self._fail(self._dead() or f"the guest's agent did not come up in {deadline - time.monotonic():.0f} s")
+                self._fail(self._dead() or f"the guest's agent did not come up in {timeout:.0f} s")
             time.sleep(0.1)
-        self._sock = sock
+
+    def _hello(self, deadline: float, timeout: float, saved: bool) -> dict:
         if saved:
             _run_incoming(self._qmp_path, deadline)
-            hello = self._call({"op": "hello", "time": time.time(), "seed": base64.b64encode(os.urandom(64)).decode()},
-                               timeout=max(1.0, deadline - time.monotonic()))
-        else:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._dead():
-                    self._fail(self._dead() or f"no word from the guest's agent in {self._boot_timeout:g} s")
-                try:
-                    hello = self._read(min(left, 1.0))
-                except TimeoutError:
-                    continue
-                if hello.get("op") == "hello":
-                    break
-        self.release = hello.get("release", self.release)
-        self.service = bool(hello.get("service"))
+            return self._call({"op": "hello", "time": time.time(), "seed": base64.b64encode(os.urandom(64)).decode()},
+                              timeout=max(1.0, deadline - time.monotonic()))
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._dead():
+                self._fail(self._dead() or f"no word from the guest's agent in {timeout:.0f} s")
+            try:
+                hello = self._read(min(left, 1.0))
+            except TimeoutError:
+                continue
+            if hello.get("op") == "hello":
+                return hello
 
     def _fail(self, reason: str):
         self._stop_attempt()
@@ -292,7 +311,7 @@ class Session:
             except socket.timeout:
                 raise TimeoutError from None
             if not chunk:
-                raise VMError(self._dead() or "the guest's agent closed the connection")
+                raise _ChannelClosed(self._dead() or "the guest's agent closed the connection")
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)

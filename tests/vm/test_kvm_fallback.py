@@ -156,3 +156,45 @@ def test_accel_tcg_never_starts_a_kvm_boot(kernel_61, tmp_path):
                     "--", *SYNC3)
     assert bad.returncode == 1 and bad.stderr == "kprobegen: error: KPROBEGEN_ACCEL='hvf': use auto, kvm or tcg\n"
     assert starts(log) == ["tcg", "tcg", "tcg"]
+
+
+SESSION = """
+import json, sys
+from kprobegen.vm import guest
+from kprobegen.vm.session import Session
+
+session = Session(guest.find_image("bookworm"), accel="auto", resume=sys.argv[1] == "resume").start()
+try:
+    out = session.exec("echo ok").stdout.decode().strip()
+    print(json.dumps({"started_as": session.started_as, "out": out, "service": session.service}))
+finally:
+    session.close()
+"""
+
+
+@pytest.mark.parametrize("behaviour", ["aborts", "hangs"])
+def test_a_guest_session_falls_back_too(behaviour, image, tmp_path):
+    """The pytest plugin's session under auto: a boot whose KVM qemu fails is booted again
+    under TCG on the same channel, and the session connects again; a saved boot names its
+    accelerator, so resuming one made under TCG tries no KVM at all."""
+    needs_kvm_device()
+    env, log = make_wrapper(tmp_path, behaviour)
+    cache = private_cache(tmp_path, with_profiles=False)
+    (cache / "images").symlink_to(image.directory.parent)
+    script = tmp_path / "session.py"
+    script.write_text(SESSION)
+
+    def session(mode: str) -> dict:
+        done = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=900,
+                              env=dict(env, KPROBEGEN_CACHE=str(cache)))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    assert session("boot") == {"started_as": "booted", "out": "ok", "service": True}
+    assert starts(log) == ["kvm", "tcg"]
+    assert kprobegen(env, cache, "doctor", "--reset-kvm").returncode == 0
+    session("resume")                   # resumes the saved boot, or boots (KVM tried) and saves one
+    assert kprobegen(env, cache, "doctor", "--reset-kvm").returncode == 0
+    before = len(starts(log))
+    assert session("resume") == {"started_as": "saved", "out": "ok", "service": True}
+    assert starts(log)[before:] == ["tcg"]
