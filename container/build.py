@@ -187,10 +187,12 @@ def _import(root: Path, tag: str, suite: str, log: Path) -> None:
 
 # -- the service image ---------------------------------------------------------------------
 
-def _context_files() -> dict[str, Path]:
-    """Build-context name -> file, everything but the wheels."""
+def _context_files() -> dict[str, Path | bytes]:
+    """Build-context name -> file (or its bytes), everything but the wheels. The README is the
+    guest image's stand-in, so that editing the project's README does not rebuild the image."""
     tree = guest.source_tree()
-    files = {"Dockerfile": HERE / "Dockerfile", "packages.txt": HERE / "packages.txt"}
+    files: dict[str, Path | bytes] = {"Dockerfile": HERE / "Dockerfile", "packages.txt": HERE / "packages.txt",
+                                      "src/README.md": guest.README_STAND_IN}
     files.update({f"src/{rel}": tree / rel for rel in guest._source_files(tree)})
     files.update({f"modules/{p.name}": p for p in sorted((tree / "modules").glob("*.yaml"))})
     return files
@@ -198,8 +200,8 @@ def _context_files() -> dict[str, Path]:
 
 def image_inputs(base_id: str, python: str) -> str:
     parts: list[bytes | str] = [base_id, python, json.dumps(sorted(guest._requirements(guest.source_tree())))]
-    for name, path in sorted(_context_files().items()):
-        parts += [name, path.read_bytes()]
+    for name, content in sorted(_context_files().items()):
+        parts += [name, content if isinstance(content, bytes) else content.read_bytes()]
     return _hash(*parts)
 
 
@@ -234,9 +236,12 @@ def _build(tag: str, base: str, local_base: bool, python: str, inputs: str, hash
            t0: float) -> dict:
     ctx = Path(tempfile.mkdtemp(prefix="context-", dir=work))
     try:
-        for name, path in _context_files().items():
+        for name, content in _context_files().items():
             (ctx / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, ctx / name)
+            if isinstance(content, bytes):
+                (ctx / name).write_bytes(content)
+            else:
+                shutil.copy2(content, ctx / name)
         requirements = guest._requirements(guest.source_tree())
         (ctx / "wheels").mkdir()
         (ctx / "wheels" / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))

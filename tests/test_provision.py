@@ -91,6 +91,21 @@ def test_the_image_is_rebuilt_when_the_script_changes(tmp_path, monkeypatch):
     assert guest.image_inputs("bookworm") != before
 
 
+def test_editing_the_readme_does_not_rebuild_the_image(tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    for rel in [*guest._source_files(ROOT), Path("README.md")]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, tree / rel)
+    monkeypatch.setattr(guest, "source_tree", lambda: tree)
+    before = guest.image_inputs("bookworm")
+    with open(tree / "README.md", "a") as f:
+        f.write("\nA new paragraph.\n")
+    assert guest.image_inputs("bookworm") == before
+    with open(tree / "kprobegen" / "__init__.py", "a") as f:
+        f.write("\n# changed\n")
+    assert guest.image_inputs("bookworm") != before
+
+
 def test_the_box_variant_is_cached_apart(monkeypatch, tmp_path):
     monkeypatch.setenv("KPROBEGEN_CACHE", str(tmp_path))
     assert guest.image_dir("bookworm").name == "bookworm"

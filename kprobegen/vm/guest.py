@@ -156,9 +156,15 @@ def source_tree() -> Path:
     return root
 
 
+# pip needs the README that pyproject.toml names, but only as the package's long description:
+# the image gets this stand-in, so that editing the project's README does not rebuild an image.
+README_STAND_IN = b"kprobegen, installed in a guest image. The project's README.md says how to use it.\n"
+
+
 def _source_files(root: Path) -> list[Path]:
-    """The files a kprobegen install is made of, relative to the tree, sorted."""
-    files = [Path(n) for n in ("pyproject.toml", "setup.py", "README.md", PROVISION,
+    """The files a kprobegen install is made of, relative to the tree, sorted (README.md is
+    not among them: the image gets README_STAND_IN in its place)."""
+    files = [Path(n) for n in ("pyproject.toml", "setup.py", PROVISION,
                                "contrib/systemd/kprobegen.service", SELFTEST_SPEC)]
     for sub, patterns in (("kprobegen", ("*.py", "*.c")), ("templates", ("*.j2", "*.sh"))):
         for pattern in patterns:
@@ -177,6 +183,7 @@ def image_inputs(suite: str, variant: str = "image") -> str:
     h = hashlib.sha256()
     h.update(json.dumps([IMAGE_FORMAT, suite, variant, _RUN_UNIT_TEXT]).encode())
     h.update(_init_script())
+    h.update(README_STAND_IN)
     root = source_tree()
     for rel in _source_files(root):
         h.update(str(rel).encode() + b"\0" + (root / rel).read_bytes() + b"\0")
@@ -345,6 +352,7 @@ def _make_root(suite: str, variant: str, root: Path, tmp: Path, log: Path, progr
     for rel in _source_files(tree):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(tree / rel, src / rel)
+    (src / "README.md").write_bytes(README_STAND_IN)
     env = []
     for bundle in (os.environ.get("PIP_CERT"), "/etc/ssl/certs/ca-certificates.crt"):
         if bundle and Path(bundle).is_file():
