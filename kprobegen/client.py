@@ -14,6 +14,7 @@ docs/service.md lists every request and response.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import socket
@@ -28,12 +29,15 @@ RO_SOCKET = SOCKET_DIR / "kprobegen-ro.sock"
 
 
 class ServiceError(KprobegenError):
-    """The service answered with an error (``status`` 4xx/5xx and its reason), or could not be reached."""
+    """The service answered with an error (``status`` 4xx/5xx and its reason), or no answer came
+    (``status`` None, and ``errno`` says why: ENOENT no socket, ECONNREFUSED no service behind
+    it, EACCES not allowed to connect, ECONNRESET connection lost, ETIMEDOUT no answer in time)."""
 
-    def __init__(self, status: int | None, reason: str):
+    def __init__(self, status: int | None, reason: str, errno: int | None = None):
         super().__init__(f"service: {reason}" if status is None else f"service: {status}: {reason}")
         self.status = status
         self.reason = reason
+        self.errno = errno
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -91,13 +95,16 @@ class Client:
                 self.close()            # a kept-alive connection the server closed: one retry on a new one
                 if attempt == 0 and data is None:
                     continue
-                raise ServiceError(None, f"{self.socket_path}: connection lost ({exc})") from None
+                raise ServiceError(None, f"{self.socket_path}: connection lost ({exc})",
+                                   getattr(exc, "errno", None) or errno.ECONNRESET) from None
             except FileNotFoundError:
                 self.close()
-                raise ServiceError(None, f"{self.socket_path}: no service there (is `kprobegen serve` running?)") from None
+                raise ServiceError(None, f"{self.socket_path}: no service there (is `kprobegen serve` running?)",
+                                   errno.ENOENT) from None
             except OSError as exc:
                 self.close()
-                raise ServiceError(None, f"{self.socket_path}: {exc.strerror or exc}") from None
+                raise ServiceError(None, f"{self.socket_path}: {exc.strerror or exc}",
+                                   exc.errno or (errno.ETIMEDOUT if isinstance(exc, TimeoutError) else None)) from None
             if resp.will_close:
                 self.close()
             try:
@@ -148,7 +155,8 @@ class Client:
                     return event
             since = got["next"]
             if time.monotonic() >= deadline:
-                raise ServiceError(None, f"no {kind} event{f' of {module}' if module else ''} in {timeout:g} s")
+                raise ServiceError(None, f"no {kind} event{f' of {module}' if module else ''} in {timeout:g} s",
+                                   errno.ETIMEDOUT)
 
     def load(self, *, spec: str | None = None, spec_path: str | Path | None = None,
              ko_path: str | Path | None = None, lifetime: str | None = None,

@@ -342,3 +342,26 @@ def test_where_modules_cannot_load_it_serves_runs_and_refuses_loads(tmp_path):
             assert status == 403 and "read-write socket" in data["error"]
     finally:
         running.close()
+
+
+def test_no_answer_says_why_in_errno(tmp_path):
+    import errno
+
+    from kprobegen.client import ServiceError
+
+    def failure(path, timeout=5.0):
+        with pytest.raises(ServiceError) as caught:
+            Client(path, timeout=timeout).health()
+        assert caught.value.status is None
+        return caught.value
+
+    assert failure(tmp_path / "none.sock").errno == errno.ENOENT
+    bound = socket.socket(socket.AF_UNIX)              # a socket file with nobody listening
+    bound.bind(str(tmp_path / "stale.sock"))
+    bound.close()
+    assert failure(tmp_path / "stale.sock").errno == errno.ECONNREFUSED
+    with socket.socket(socket.AF_UNIX) as mute:          # listening, never answering
+        mute.bind(str(tmp_path / "mute.sock"))
+        mute.listen()
+        gone = failure(tmp_path / "mute.sock", timeout=0.3)
+    assert gone.errno == errno.ETIMEDOUT, gone
