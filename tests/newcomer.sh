@@ -69,6 +69,7 @@ status=0
 unshare --mount --propagation private bash -s "$root" <<'INNER' || status=$?
 set -u
 root=$1
+mount --bind "$root" "$root"                  # / is a mount point in the root, as on a machine
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"                 # /dev/kvm, /dev/null, ptys

@@ -112,3 +112,36 @@ def test_the_box_variant_is_cached_apart(monkeypatch, tmp_path):
     assert guest.image_dir("bookworm", "box").name == "bookworm-box"
     with pytest.raises(Exception, match="unknown image variant 'vm'"):
         guest.build_image("bookworm", variant="vm")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (unshare, chroot); run the tests as root")
+def test_a_chroot_whose_root_is_not_a_mount_is_told_apart(tmp_path):
+    """In a plain chroot `unshare --propagation private` fails (EINVAL on /), so the image
+    build refuses there with a way out; bind-mounted onto itself, the chroot is fine."""
+    import inspect
+    import textwrap
+
+    root = tmp_path / "root"
+    dirs = [d for d in ("usr", "lib", "lib64", "bin", "sbin") if Path("/", d).is_dir() and not Path("/", d).is_symlink()]
+    links = [d for d in ("lib", "lib64", "bin", "sbin") if Path("/", d).is_symlink()]
+    check = textwrap.dedent(inspect.getsource(guest._root_is_a_mount)) + "\nprint(_root_is_a_mount())\n"
+    (tmp_path / "check.py").write_text("from pathlib import Path\n" + check)
+    script = f"""
+set -e
+root={root}
+mkdir -p $root/proc $root/tmp {' '.join(f'$root/{d}' for d in dirs)}
+{' '.join(f'ln -s $(readlink /{d}) $root/{d};' for d in links)}
+{' '.join(f'mount --bind /{d} $root/{d};' for d in dirs)}
+cp {tmp_path}/check.py $root/tmp/
+mount -t proc proc $root/proc
+chroot $root /usr/bin/python3 /tmp/check.py
+if chroot $root unshare --mount --propagation private true 2>/dev/null; then echo unshare-ok; else echo unshare-failed; fi
+mount --rbind $root $root
+mount -t proc proc $root/proc
+chroot $root /usr/bin/python3 /tmp/check.py
+chroot $root unshare --mount --propagation private true && echo unshare-ok
+"""
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "unshare-failed", "True", "unshare-ok"]

@@ -235,6 +235,16 @@ exec chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbi
 """
 
 
+def _root_is_a_mount() -> bool:
+    """Whether this process's / is a mount point. It is not in a plain chroot, and there
+    ``unshare --propagation private`` (which marks / private) fails with EINVAL."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return True                     # cannot tell: let unshare decide
+    return any(len(fields) > 4 and fields[4] == "/" for fields in map(str.split, mountinfo.splitlines()))
+
+
 def _in_root(root: Path, *argv: str) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-euc", _IN_ROOT, "sh", str(root), *argv]
 
@@ -268,6 +278,10 @@ def build_image(suite: str = "bookworm", *, rebuild: bool = False, progress: Pro
             return old
         if os.geteuid() != 0:
             raise VMError("image build needs root (debootstrap, chroot and mounts): run it as root")
+        if not _root_is_a_mount():
+            raise VMError("image build: / is not a mount point here (a chroot?), so the build's mounts cannot be "
+                          "kept in a private mount namespace: bind-mount the chroot onto itself before entering "
+                          "it (mount --rbind DIR DIR), as tests/newcomer.sh does")
         t0 = time.monotonic()
         tmp = final.parent / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
