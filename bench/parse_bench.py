@@ -188,7 +188,8 @@ def baseline_parser(rev: str, tmp: str):
     archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev, "kprobegen"],
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp, filter="data")
+        # this tree's own git archive; the "data" filter where the Python has it (3.11.4+)
+        tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     root = os.path.join(tmp, "kprobegen_baseline")
     os.rename(os.path.join(tmp, "kprobegen"), root)
     for folder, _, names in os.walk(root):
