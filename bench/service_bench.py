@@ -290,22 +290,20 @@ def ping():
     c.modules()
 
 
-def api_ko():
-    ping()
-    t0 = clock(); c.load(ko_path=str(KO)); t1 = clock()
-    os.sync()
-    t2 = clock(); r = c.unload("sync_counter"); t3 = clock()
-    one_hit(r["results"], "api .ko")
-    return t1 - t0, t3 - t2
+def api_load(what, **source):
+    """Load through the API (a .ko path or a spec path), sync once, unload: (load s, unload s)."""
+    def once():
+        ping()
+        t0 = clock(); c.load(**source); t1 = clock()
+        os.sync()
+        t2 = clock(); r = c.unload("sync_counter"); t3 = clock()
+        one_hit(r["results"], what)
+        return t1 - t0, t3 - t2
+    return once
 
 
-def api_spec():
-    ping()
-    t0 = clock(); c.load(spec_path=str(SPEC)); t1 = clock()
-    os.sync()
-    t2 = clock(); r = c.unload("sync_counter"); t3 = clock()
-    one_hit(r["results"], "api spec")
-    return t1 - t0, t3 - t2
+api_ko = api_load("api .ko", ko_path=str(KO))
+api_spec = api_load("api spec", spec_path=str(SPEC))
 
 
 def cli(target, direct):
